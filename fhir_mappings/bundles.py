@@ -1,0 +1,79 @@
+"""Reading FHIR JSON: Bundles, NDJSON and single resources -> ``(resource, fullUrl)`` pairs.
+
+Numbers are parsed as exact decimals (``parse_float=Decimal``): a lab value must never pass
+through binary floating point (0.08 x 1000 is not 80 in a float).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from fhir_mappings.observations import Resource
+
+
+class FhirInputError(ValueError):
+    """Input that is not FHIR JSON we can read; the message is one line for the user."""
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON with every fractional number as a Decimal."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | None]]:
+    """Resources of a Bundle (any type), with their fullUrl; nested Bundles are flattened."""
+    entries = bundle.get("entry") or ()
+    if not isinstance(entries, list):
+        raise FhirInputError("Bundle.entry must be a list")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise FhirInputError(f"Bundle.entry[{position}] is not an object")
+        resource = entry.get("resource")
+        if resource is None:
+            continue  # e.g. a transaction-response entry or a deleted history entry
+        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+            raise FhirInputError(f"Bundle.entry[{position}].resource has no resourceType")
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        if resource["resourceType"] == "Bundle":
+            yield from bundle_entries(resource)
+        else:
+            yield resource, full_url
+
+
+def resource_entries(document: Any) -> Iterator[tuple[Resource, str | None]]:
+    """A parsed JSON document (a Bundle or one resource) as entries."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("resourceType"), str):
+        raise FhirInputError("expected a FHIR resource or Bundle (an object with resourceType)")
+    if document["resourceType"] == "Bundle":
+        yield from bundle_entries(document)
+    else:
+        yield document, None
+
+
+def parse_document(text: str) -> list[tuple[Resource, str | None]]:
+    """A FHIR JSON document or NDJSON text, whichever it is."""
+    stripped = text.strip()
+    if not stripped:
+        raise FhirInputError("the input is empty")
+    try:
+        return list(resource_entries(loads(stripped)))
+    except json.JSONDecodeError as whole_error:
+        lines = [line for line in stripped.splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise FhirInputError(f"not valid JSON: {whole_error.msg} at line {whole_error.lineno}") from None
+    entries: list[tuple[Resource, str | None]] = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = loads(line)
+        except json.JSONDecodeError as error:
+            raise FhirInputError(f"NDJSON line {number} is not valid JSON: {error.msg}") from None
+        try:
+            entries.extend(resource_entries(document))
+        except FhirInputError as error:
+            raise FhirInputError(f"NDJSON line {number}: {error}") from None
+    return entries

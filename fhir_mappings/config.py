@@ -1,0 +1,206 @@
+"""Site configuration of the FHIR mappings: code tables, unit aliases, baseline rules, ICIS.
+
+Defaults ship as data files in ``data/``; a site's TOML file adds or overrides entries without
+a code change. Loading is pure (it takes the parsed TOML mapping); reading the file is the
+caller's job.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fhir_mappings.units import UnitNormaliser, default_aliases
+from ichis.icis import ICIS_PARAMETERS, Band, IcisConfig, IcisConfigurationError, IcisRule
+
+
+class ConfigurationError(ValueError):
+    """A site configuration that cannot be used; the message names the setting and the fix."""
+
+
+KINDS = ("count", "percent", "measure")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeEntry:
+    system: str | None  # None: matched under each of the site's research code systems
+    code: str
+    rank: int
+    display: str = ""
+    zero_means_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    name: str
+    kind: str
+    label: str
+    codes: tuple[CodeEntry, ...]
+    unit: str | None = None
+    research: bool = False
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """Everything the mappers need to know about a site."""
+
+    concepts: Mapping[str, Concept]
+    research_code_systems: tuple[str, ...] = ()
+    unit_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: Results older than this before the reference time are stale. 14 days: the paper drew
+    #: baseline blood on the day of the first dose, and pre-treatment blood counts are routinely
+    #: taken within a week or two of a cycle; older counts may describe another clinical state.
+    lookback: timedelta = timedelta(days=14)
+    #: Preliminary results may still change; a site may accept them knowingly.
+    accept_preliminary: bool = False
+    #: FHIR requires an offset on times; feeds that omit it are read in this zone (and said so).
+    naive_time_zone: tzinfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    icis: IcisConfig | None = None
+    _index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = field(init=False, repr=False, compare=False)
+    _units: UnitNormaliser = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = {}
+        for concept in self.concepts.values():
+            for entry in concept.codes:
+                systems = (entry.system,) if entry.system else self.research_code_systems
+                for system in systems:
+                    index[(system, entry.code)] = (concept, entry)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_units", UnitNormaliser(self.unit_aliases))
+
+    def lookup(self, system: str | None, code: str | None) -> tuple[Concept, CodeEntry] | None:
+        """The concept a Coding means under this site's tables, if any."""
+        if not system or not code:
+            return None
+        index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = self._index
+        return index.get((system, code))
+
+    @property
+    def units(self) -> UnitNormaliser:
+        normaliser: UnitNormaliser = self._units
+        return normaliser
+
+
+def _data(name: str) -> dict[str, Any]:
+    text = resources.files("fhir_mappings").joinpath(f"data/{name}").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def _code_entries(raw: Any, where: str) -> list[CodeEntry]:
+    if not isinstance(raw, list):
+        raise ConfigurationError(f"{where}: expected a list of codes")
+    entries = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+            raise ConfigurationError(f"{where}: each code needs at least a 'code' string")
+        rank = item.get("rank", 0)
+        if not isinstance(rank, int):
+            raise ConfigurationError(f"{where}: 'rank' must be an integer")
+        entries.append(
+            CodeEntry(
+                system=item.get("system"),
+                code=item["code"],
+                rank=rank,
+                display=str(item.get("display", "")),
+                zero_means_missing=bool(item.get("zero_means_missing", False)),
+            )
+        )
+    return entries
+
+
+def _concepts(site: Mapping[str, Any]) -> dict[str, Concept]:
+    shipped = _data("lab_codes.toml")["concepts"]
+    overrides = site.get("lab_codes", {})
+    if not isinstance(overrides, dict):
+        raise ConfigurationError("[lab_codes] must be a table of concepts")
+    concepts: dict[str, Concept] = {}
+    for name in {**shipped, **overrides}:
+        base = dict(shipped.get(name, {}))
+        extra = overrides.get(name, {})
+        where = f"lab_codes.{name}"
+        codes = [] if extra.get("replace") else _code_entries(base.get("codes", []), where)
+        codes += _code_entries(extra.get("codes", []), where)
+        kind = extra.get("kind", base.get("kind"))
+        if kind not in KINDS:
+            raise ConfigurationError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+        concepts[name] = Concept(
+            name=name,
+            kind=kind,
+            label=str(extra.get("label", base.get("label", name))),
+            codes=tuple(codes),
+            unit=extra.get("unit", base.get("unit")),
+            research=bool(extra.get("research", base.get("research", False))),
+        )
+    return concepts
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    # TOML floats are binary; cut-offs must be written as strings (or integers) to stay exact.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigurationError(f'{where}: write the number as a string, e.g. "0.08"')
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigurationError(f"{where}: '{value}' is not a number") from None
+
+
+def _icis(raw: Any) -> IcisConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigurationError("[icis] must be a table with one sub-table per parameter")
+    rules = {}
+    for name in raw:
+        spec = raw[name]
+        where = f"icis.{name}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("bands"), list):
+            raise ConfigurationError(f"{where}: needs 'unit' and a list 'bands'")
+        bands = tuple(
+            Band(_decimal(b.get("above"), f"{where}.bands"), int(b.get("points", 0))) for b in spec["bands"]
+        )
+        try:
+            rules[name] = IcisRule(name, str(spec.get("unit", "")), bands)
+        except IcisConfigurationError as error:
+            raise ConfigurationError(str(error)) from None
+    try:
+        return IcisConfig(rules)
+    except IcisConfigurationError as error:
+        raise ConfigurationError(f"{error} (parameters: {', '.join(ICIS_PARAMETERS)})") from None
+
+
+def load_mapping_config(site: Mapping[str, Any] | None = None) -> MappingConfig:
+    """Shipped tables merged with a site's parsed TOML (the whole file or its mapping part)."""
+    site = site or {}
+    baseline = site.get("baseline", {})
+    systems = site.get("research_code_systems", [])
+    if not isinstance(systems, list) or not all(isinstance(s, str) for s in systems):
+        raise ConfigurationError("research_code_systems must be a list of code system URIs")
+    aliases = default_aliases()
+    extra_aliases = site.get("unit_aliases", {})
+    if not isinstance(extra_aliases, dict):
+        raise ConfigurationError("[unit_aliases] must map a spelling to a UCUM code")
+    aliases.update({str(k): str(v) for k, v in extra_aliases.items()})
+    days = baseline.get("lookback_days", 14)
+    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
+        raise ConfigurationError("baseline.lookback_days must be a positive whole number of days")
+    zone_name = baseline.get("naive_time_zone", "UTC")
+    try:
+        zone = ZoneInfo(str(zone_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"baseline.naive_time_zone: unknown time zone '{zone_name}'") from None
+    return MappingConfig(
+        concepts=_concepts(site),
+        research_code_systems=tuple(systems),
+        unit_aliases=aliases,
+        lookback=timedelta(days=days),
+        accept_preliminary=bool(baseline.get("accept_preliminary", False)),
+        naive_time_zone=zone,
+        icis=_icis(site.get("icis")),
+    )

@@ -1,0 +1,415 @@
+"""FHIR R4 Observations -> typed lab readings, or a plain sentence saying why a result is unusable.
+
+Reads what the scores need and nothing else, defensively: real-world Observations are not
+rejected over fields we do not use. Spec: https://hl7.org/fhir/R4/observation.html
+(status, value[x], dataAbsentReason, component, hasMember, specimen, effective[x]).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fhir_mappings.config import CodeEntry, Concept, MappingConfig
+from fhir_mappings.fhirtime import TimeFormatError, When, parse_when, utc
+from fhir_mappings.units import UnitError
+from ichis.measurement import Comparator, Source, plain
+
+#: https://hl7.org/fhir/R4/valueset-observation-status.html
+USABLE_STATUSES = frozenset({"final", "amended", "corrected"})
+PRELIMINARY = "preliminary"
+#: Statuses that mean "there is no result here" and are left out without comment.
+WITHDRAWN_STATUSES = frozenset({"entered-in-error", "cancelled"})
+KNOWN_STATUSES = USABLE_STATUSES | WITHDRAWN_STATUSES | {PRELIMINARY, "registered", "unknown"}
+#: Within one sample and one code rank, a correction supersedes the original.
+STATUS_PREFERENCE = {"corrected": 0, "amended": 0, "final": 1, "preliminary": 2}
+
+Resource = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleKey:
+    """What identifies one blood sample: the specimen, else the panel, else the collection time."""
+
+    specimen: str | None
+    panel: str | None
+    instant: datetime
+
+    def same_as(self, other: SampleKey) -> bool:
+        if self.specimen and other.specimen:
+            return self.specimen == other.specimen
+        if self.panel and other.panel and self.panel == other.panel:
+            return True
+        return self.instant == other.instant
+
+    def label(self) -> str:
+        return self.specimen or self.panel or f"collected {utc(self.instant).isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One usable lab value of one concept, normalised, with its provenance."""
+
+    concept: str
+    value: Decimal  # cells/uL for counts, percent for percents, the concept's unit for measures
+    comparator: Comparator | None
+    source: Source
+    when: When
+    sample: SampleKey
+    rank: int
+    status_preference: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A result of a concept we know that could not be used, and why, in one sentence."""
+
+    concept: str
+    reference: str
+    when: When | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    readings: tuple[Reading, ...]
+    problems: tuple[Problem, ...]
+    #: Sentences about the data as a whole (withdrawn results, assumed time zones).
+    notes: tuple[str, ...]
+
+
+_NUMERIC_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*-?\d+(?:[.,]\d+)?\s*$")
+
+
+def reference_of(resource: Resource, full_url: str | None = None) -> str:
+    """The literal reference by which others point at a resource (``Observation/123``)."""
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{resource.get('resourceType', 'Resource')}/{rid}"
+    if full_url:
+        return full_url
+    return f"{resource.get('resourceType', 'Resource')} without id"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A JSON number as an exact decimal. Callers should parse JSON with ``parse_float=Decimal``;
+    a float that slipped through is read from its shortest repr, which is what the sender wrote."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    return None
+
+
+def _codings(codeable: Any) -> Iterator[tuple[str | None, str | None]]:
+    if not isinstance(codeable, Mapping):
+        return
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, Mapping):
+            system, code = coding.get("system"), coding.get("code")
+            yield (system if isinstance(system, str) else None, code if isinstance(code, str) else None)
+
+
+def match_concept(codeable: Any, config: MappingConfig) -> tuple[Concept, CodeEntry] | None:
+    """The best-ranked concept any coding of a CodeableConcept maps to."""
+    best: tuple[Concept, CodeEntry] | None = None
+    for system, code in _codings(codeable):
+        hit = config.lookup(system, code)
+        if hit and (best is None or hit[1].rank < best[1].rank):
+            best = hit
+    return best
+
+
+def _effective(resource: Resource, config: MappingConfig) -> When | None:
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        if key in resource:
+            return parse_when(resource[key], config.naive_time_zone)
+    period = resource.get("effectivePeriod")
+    if isinstance(period, Mapping) and (period.get("start") or period.get("end")):
+        # Collection over a period (rare for blood counts): the start is when the sample was taken.
+        return parse_when(period.get("start") or period["end"], config.naive_time_zone)
+    return None
+
+
+def _specimen(resource: Resource) -> str | None:
+    specimen = resource.get("specimen")
+    if isinstance(specimen, Mapping):
+        ref = specimen.get("reference")
+        if isinstance(ref, str) and ref:
+            return ref
+        ident = specimen.get("identifier")
+        if isinstance(ident, Mapping) and ident.get("value"):
+            return f"Specimen?identifier={ident.get('system', '')}|{ident['value']}"
+    return None
+
+
+class _Reader:
+    """One pass over a set of resources; collects readings, problems and notes."""
+
+    def __init__(self, config: MappingConfig) -> None:
+        self.config = config
+        self.readings: list[Reading] = []
+        self.problems: list[Problem] = []
+        self.withdrawn = 0
+        self.zone_assumed = 0
+
+    def observation(
+        self,
+        obs: Resource,
+        reference: str,
+        panel: str | None = None,
+        panel_when: When | None = None,
+        panel_specimen: str | None = None,
+    ) -> None:
+        status = obs.get("status")
+        root = match_concept(obs.get("code"), self.config)
+        components = [c for c in obs.get("component") or () if isinstance(c, Mapping)]
+        relevant = [(root, obs)] if root else []
+        relevant += [(hit, c) for c in components if (hit := match_concept(c.get("code"), self.config))]
+        if not relevant:
+            return
+        if status in WITHDRAWN_STATUSES:
+            self.withdrawn += 1
+            return
+        try:
+            when = _effective(obs, self.config) or panel_when
+        except TimeFormatError as error:
+            for (concept, _), _part in relevant:
+                self._problem(concept, reference, None, f"has an unreadable collection time: {error}")
+            return
+        for (concept, entry), part in relevant:
+            self._value(
+                obs,
+                part=part,
+                concept=concept,
+                entry=entry,
+                reference=reference,
+                status=status,
+                when=when,
+                panel=panel,
+                panel_specimen=panel_specimen,
+            )
+
+    def _problem(self, concept: Concept, reference: str, when: When | None, message: str) -> None:
+        self.problems.append(
+            Problem(concept.name, reference, when, f"{concept.label} {reference} {message}.")
+        )
+
+    def _value(
+        self,
+        obs: Resource,
+        *,
+        part: Resource,
+        concept: Concept,
+        entry: CodeEntry,
+        reference: str,
+        status: Any,
+        when: When | None,
+        panel: str | None,
+        panel_specimen: str | None,
+    ) -> None:
+        if status not in KNOWN_STATUSES:
+            self._problem(concept, reference, when, f"has no valid status ({status!r})")
+            return
+        if status == PRELIMINARY and not self.config.accept_preliminary:
+            self._problem(
+                concept,
+                reference,
+                when,
+                "is preliminary and may still change "
+                "(this site accepts final, amended and corrected results only)",
+            )
+            return
+        if status not in USABLE_STATUSES and status != PRELIMINARY:
+            self._problem(concept, reference, when, f"has status '{status}', which is not a result")
+            return
+        absent = part.get("dataAbsentReason")
+        if absent is not None:
+            codes = [c for _, c in _codings(absent) if c]
+            reason = codes[0] if codes else (absent.get("text") if isinstance(absent, Mapping) else None)
+            self._problem(
+                concept,
+                reference,
+                when,
+                f"was reported without a value (dataAbsentReason: {reason or 'unspecified'})",
+            )
+            return
+        if when is None:
+            self._problem(concept, reference, when, "has no collection time (effective[x])")
+            return
+        quantity = part.get("valueQuantity")
+        if not isinstance(quantity, Mapping):
+            self._non_quantity(part, concept, reference, when)
+            return
+        value = _decimal(quantity.get("value"))
+        if value is None:
+            self._problem(
+                concept, reference, when, f"has a value that is not a number ({quantity.get('value')!r})"
+            )
+            return
+        raw_comparator = quantity.get("comparator")
+        comparator: Comparator | None = None
+        if raw_comparator is not None:
+            try:
+                comparator = Comparator(raw_comparator)
+            except ValueError:
+                self._problem(concept, reference, when, f"has an unknown comparator {raw_comparator!r}")
+                return
+        if value < 0 and concept.kind != "measure":
+            self._problem(
+                concept, reference, when, f"has a negative value ({plain(value)}), which a count cannot have"
+            )
+            return
+        if value == 0 and entry.zero_means_missing:
+            self._problem(
+                concept,
+                reference,
+                when,
+                "is 0, which this analyser sends when the research item is switched off; treated as missing",
+            )
+            return
+        unit_code = quantity.get("code") if isinstance(quantity.get("code"), str) else None
+        unit_text = quantity.get("unit") if isinstance(quantity.get("unit"), str) else None
+        system = quantity.get("system") if isinstance(quantity.get("system"), str) else None
+        units = self.config.units
+        try:
+            if concept.kind == "count":
+                normalised = units.to_per_uL(value, unit_code, system, unit_text)
+            elif concept.kind == "percent":
+                normalised = units.to_percent(value, unit_code, system, unit_text)
+            else:
+                normalised = units.in_unit(value, unit_code, system, unit_text, concept.unit or "1")
+        except UnitError as error:
+            self._problem(concept, reference, when, f"has a unit that cannot be used: {error}")
+            return
+        if when.zone_assumed:
+            self.zone_assumed += 1
+        source = Source(
+            reference=reference,
+            effective=when.earliest,
+            value_as_sent=plain_as_sent(value),
+            unit_as_sent=unit_text or unit_code or "",
+            status=str(status),
+            sample="",
+        )
+        sample = SampleKey(_specimen(obs) or panel_specimen, panel, when.earliest)
+        source = Source(**{**_fields(source), "sample": sample.label()})
+        self.readings.append(
+            Reading(
+                concept=concept.name,
+                value=normalised,
+                comparator=comparator,
+                source=source,
+                when=when,
+                sample=sample,
+                rank=entry.rank,
+                status_preference=STATUS_PREFERENCE.get(str(status), 3),
+            )
+        )
+
+    def _non_quantity(self, part: Resource, concept: Concept, reference: str, when: When) -> None:
+        text = part.get("valueString")
+        if isinstance(text, str) and _NUMERIC_TEXT.match(text):
+            self._problem(
+                concept,
+                reference,
+                when,
+                f"was sent as text ('{text.strip()}') without a unit, so it cannot be normalised",
+            )
+        elif any(k.startswith("value") for k in part):
+            kinds = ", ".join(k for k in part if k.startswith("value"))
+            self._problem(concept, reference, when, f"has no quantity value ({kinds})")
+        else:
+            self._problem(concept, reference, when, "has no value")
+
+
+def _fields(source: Source) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in Source.__slots__}
+
+
+def plain_as_sent(value: Decimal) -> str:
+    """The number as the sender wrote it (trailing zeros kept: ``0.080`` stays ``0.080``)."""
+    return format(value, "f")
+
+
+def index_resources(resources: Iterable[tuple[Resource, str | None]]) -> dict[str, Resource]:
+    """Resources by every name a reference may use: ``Type/id`` and the Bundle ``fullUrl``."""
+    index: dict[str, Resource] = {}
+    for resource, full_url in resources:
+        index[reference_of(resource)] = resource
+        if full_url:
+            index[full_url] = resource
+            # Absolute URLs end in Type/id; relative references resolve to them too.
+            tail = "/".join(full_url.rstrip("/").split("/")[-2:])
+            index.setdefault(tail, resource)
+    return index
+
+
+def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: MappingConfig) -> Extraction:
+    """Every usable reading among ``(resource, fullUrl)`` pairs, and every unusable one, explained.
+
+    Panels (``hasMember``) pass their time and specimen to members that lack them, and members
+    only present as ``contained`` resources are read from the panel. A member seen both inside a
+    panel and standalone is read once.
+    """
+    entries = list(entries)
+    index = index_resources(entries)
+    reader = _Reader(config)
+    seen: set[int] = set()
+    panels: list[tuple[Resource, str]] = []
+    for resource, full_url in entries:
+        is_observation = isinstance(resource, Mapping) and resource.get("resourceType") == "Observation"
+        if is_observation and resource.get("hasMember"):
+            panels.append((resource, reference_of(resource, full_url)))
+    for panel, panel_ref in panels:
+        if panel.get("status") in WITHDRAWN_STATUSES:
+            continue
+        try:
+            panel_when = _effective(panel, config)
+        except TimeFormatError:
+            panel_when = None
+        contained = {f"#{c.get('id')}": c for c in panel.get("contained") or () if isinstance(c, Mapping)}
+        for member in panel.get("hasMember") or ():
+            ref = member.get("reference") if isinstance(member, Mapping) else None
+            if not isinstance(ref, str):
+                continue
+            target = contained.get(ref) or index.get(ref)
+            if target is None or target.get("resourceType") != "Observation" or id(target) in seen:
+                continue
+            seen.add(id(target))
+            name = f"{panel_ref}{ref}" if ref.startswith("#") else reference_of(target, ref)
+            reader.observation(target, name, panel_ref, panel_when, _specimen(panel))
+    for resource, full_url in entries:
+        if not isinstance(resource, Mapping) or resource.get("resourceType") != "Observation":
+            continue
+        if id(resource) in seen:
+            continue
+        seen.add(id(resource))
+        reader.observation(resource, reference_of(resource, full_url))
+    notes = []
+    if reader.withdrawn:
+        notes.append(f"{reader.withdrawn} result(s) marked entered-in-error or cancelled were left out.")
+    if reader.zone_assumed:
+        notes.append(
+            f"{reader.zone_assumed} result time(s) came without a time zone or without a time of "
+            f"day and were read in the site's zone ({config.naive_time_zone})."
+        )
+    return Extraction(tuple(reader.readings), tuple(reader.problems), tuple(notes))
+
+
+def parse_decimal_text(text: str) -> Decimal | None:
+    """A decimal from configuration or CLI text; None if it is not one."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None

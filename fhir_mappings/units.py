@@ -1,0 +1,236 @@
+"""Unit normalisation for lab values, by UCUM rules, in exact decimals.
+
+UCUM (https://ucum.org/ucum) is the unit system FHIR names for Quantity.code
+(https://hl7.org/fhir/R4/datatypes.html#Quantity). This module implements the part of it that
+blood counts use: prefixes, the ``10*``/``10^`` powers of ten, integer factors, annotations
+(``{cells}``), multiplication ``.`` and division ``/``, exponents, and the atoms for volume,
+length, mass and amount. Everything else is refused: an unknown unit is reported for its value,
+never guessed. Non-UCUM spellings go through an explicit alias table kept as data.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from importlib import resources
+
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+
+
+class UnitError(ValueError):
+    """A unit that cannot be normalised; the message is a sentence fit for a reason list."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    """Exponents of the base quantities we meet in lab units."""
+
+    length: int = 0
+    mass: int = 0
+    amount: int = 0
+
+    def __mul__(self, other: Dimension) -> Dimension:
+        return Dimension(self.length + other.length, self.mass + other.mass, self.amount + other.amount)
+
+    def power(self, n: int) -> Dimension:
+        return Dimension(self.length * n, self.mass * n, self.amount * n)
+
+
+DIMENSIONLESS = Dimension()
+PER_VOLUME = Dimension(length=-3)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A parsed unit: ``scale`` in SI base units (m, g, mol) and its dimension."""
+
+    scale: Decimal
+    dimension: Dimension
+
+
+# UCUM prefixes (UCUM section 2.4, table 1), all exact powers of ten.
+_PREFIXES: dict[str, int] = {
+    "Y": 24, "Z": 21, "E": 18, "P": 15, "T": 12, "G": 9, "M": 6, "k": 3, "h": 2, "da": 1,
+    "d": -1, "c": -2, "m": -3, "u": -6, "n": -9, "p": -12, "f": -15, "a": -18, "z": -21, "y": -24,
+}  # fmt: skip
+
+# Atoms we accept, as (scale in base units, dimension). L and l: the litre is 1 dm3 = 1e-3 m3.
+_ATOMS: dict[str, tuple[Decimal, Dimension]] = {
+    "m": (Decimal(1), Dimension(length=1)),
+    "L": (Decimal("0.001"), Dimension(length=3)),
+    "l": (Decimal("0.001"), Dimension(length=3)),
+    "g": (Decimal(1), Dimension(mass=1)),
+    "mol": (Decimal(1), Dimension(amount=1)),
+}
+_ANNOTATION = r"(?:\{[^{}]*\})"
+_TEN_POWER = re.compile(rf"^10[*^](?P<exp>[+-]?\d+){_ANNOTATION}?$")
+_INTEGER = re.compile(rf"^(?P<num>\d+){_ANNOTATION}?$")
+_ONLY_ANNOTATION = re.compile(rf"^{_ANNOTATION}$")
+_PREFIXED_ATOM = re.compile(
+    rf"^(?P<prefix>da|[YZEPTGMkhdcmunpfazy])?(?P<atom>mol|m|L|l|g)(?P<exp>[+-]?\d+)?{_ANNOTATION}?$"
+)
+_PERCENT = re.compile(rf"^%{_ANNOTATION}?$")
+
+
+def _component(text: str) -> Unit:
+    if not text or _ONLY_ANNOTATION.match(text):
+        return Unit(Decimal(1), DIMENSIONLESS)
+    if m := _TEN_POWER.match(text):
+        return Unit(Decimal(1).scaleb(int(m["exp"])), DIMENSIONLESS)
+    if m := _INTEGER.match(text):
+        return Unit(Decimal(m["num"]), DIMENSIONLESS)
+    if _PERCENT.match(text):
+        return Unit(Decimal("0.01"), DIMENSIONLESS)
+    if m := _PREFIXED_ATOM.match(text):
+        scale, dimension = _ATOMS[m["atom"]]
+        if m["prefix"]:
+            scale = scale.scaleb(_PREFIXES[m["prefix"]])
+        exponent = int(m["exp"]) if m["exp"] else 1
+        return Unit(scale**exponent, dimension.power(exponent))
+    raise UnitError(f"'{text}' is not a UCUM unit this service understands")
+
+
+def parse_ucum(code: str) -> Unit:
+    """Parse a UCUM code (case-sensitive form) into scale and dimension; raise UnitError."""
+    if not code or code != code.strip() or " " in code:
+        raise UnitError(f"'{code}' is not a valid UCUM code")
+    if "(" in code or ")" in code:
+        raise UnitError(f"'{code}': parenthesised UCUM terms are not supported")
+    with localcontext() as ctx:
+        ctx.prec = 60  # wide enough that every product of prefixes stays exact
+        # Split into components, keeping the operator that precedes each one.
+        tokens = re.split(r"([./])", code)
+        scale, dimension = Decimal(1), DIMENSIONLESS
+        operator = "."
+        for position, token in enumerate(tokens):
+            if token in (".", "/"):
+                operator = token
+                continue
+            if token == "" and operator == "/":
+                raise UnitError(f"'{code}' is not a valid UCUM code")
+            if position > 0 and operator == "." and _INTEGER.match(token):
+                # "10.3/uL" is UCUM for 30/uL, and never what a laboratory meant: refuse it.
+                raise UnitError(f"'{code}' multiplies by a bare number, which no lab unit does")
+            unit = _component(token)
+            if operator == "/":
+                scale, dimension = scale / unit.scale, dimension * unit.dimension.power(-1)
+            else:
+                scale, dimension = scale * unit.scale, dimension * unit.dimension
+        return Unit(scale, dimension)
+
+
+_FOLD = str.maketrans({"µ": "u", "μ": "u", "×": "x"})
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+_SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+")
+
+
+def fold(text: str) -> str:
+    """The form alias keys are matched in: no spaces, micro and times signs in ASCII.
+
+    Superscript digits are exponents ("10³/µL" is "10^3/uL"), so they become ``^`` and digits.
+    """
+    text = _SUPERSCRIPT_RUN.sub(lambda m: "^" + m[0].translate(_SUPERSCRIPTS), text)
+    return "".join(text.translate(_FOLD).split())
+
+
+def default_aliases() -> dict[str, str]:
+    """The shipped alias table (``data/unit_aliases.toml``)."""
+    raw = resources.files("fhir_mappings").joinpath("data/unit_aliases.toml").read_text("utf-8")
+    return {fold(k): v for k, v in tomllib.loads(raw)["aliases"].items()}
+
+
+# cells/uL per base-unit count density: 1 uL = 1e-9 m3, so (1/m3) * 1e-9 = 1/uL.
+_PER_M3_TO_PER_UL = Decimal("1e-9")
+
+
+class UnitNormaliser:
+    """Turns (value, UCUM code, unit text) into cells/uL or percent, exactly, or says why not."""
+
+    def __init__(self, aliases: Mapping[str, str]) -> None:
+        self._aliases = {fold(k): v for k, v in aliases.items()}
+        self._cache: dict[str, Unit | UnitError] = {}
+
+    def resolve(self, spelling: str) -> Unit:
+        """One unit string: alias table first (exact), then UCUM."""
+        cached = self._cache.get(spelling)
+        if cached is None:
+            folded = fold(spelling)
+            try:
+                cached = parse_ucum(self._aliases.get(folded, folded))
+            except UnitError as error:
+                cached = error
+            self._cache[spelling] = cached
+        if isinstance(cached, UnitError):
+            raise cached
+        return cached
+
+    def _unit_of(self, code: str | None, system: str | None, text: str | None) -> Unit:
+        """The unit a Quantity states; code and text must agree when both can be read.
+
+        A code under a local (non-UCUM) system is still tried: such codes are nearly always the
+        same spellings, and the alias table and UCUM parser refuse anything they do not know.
+        """
+        del system
+        spellings = [s for s in (code, text) if s and s.strip()]
+        if not spellings:
+            raise UnitError("no unit was sent")
+        found: list[tuple[str, Unit]] = []
+        errors: list[str] = []
+        for spelling in dict.fromkeys(spellings):
+            try:
+                found.append((spelling, self.resolve(spelling)))
+            except UnitError as error:
+                errors.append(str(error))
+        if not found:
+            sent = " / ".join(f"'{s}'" for s in dict.fromkeys(spellings))
+            raise UnitError(f"unknown unit {sent}")
+        first = found[0][1]
+        for spelling, unit in found[1:]:
+            if unit != first:
+                raise UnitError(f"unit code '{found[0][0]}' and unit text '{spelling}' disagree")
+        return first
+
+    def to_per_uL(self, value: Decimal, code: str | None, system: str | None, text: str | None) -> Decimal:
+        """A count per volume in cells/uL, exact."""
+        unit = self._unit_of(code, system, text)
+        if unit.dimension != PER_VOLUME:
+            shown = code or text
+            raise UnitError(f"'{shown}' is not a count per volume")
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return value * unit.scale * _PER_M3_TO_PER_UL
+
+    def to_percent(self, value: Decimal, code: str | None, system: str | None, text: str | None) -> Decimal:
+        """A dimensionless fraction expressed in percent (``%``, ``/100{WBCs}``), exact."""
+        unit = self._unit_of(code, system, text)
+        if unit.dimension != DIMENSIONLESS:
+            raise UnitError(f"'{code or text}' is not a percentage")
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return value * unit.scale * 100
+
+    def in_unit(
+        self,
+        value: Decimal,
+        code: str | None,
+        system: str | None,
+        text: str | None,
+        expected: str,
+    ) -> Decimal:
+        """A measure in a fixed unit (``pg``, ``ch``): converted by UCUM where it applies."""
+        if expected == "ch":
+            # Sysmex "channel" is an arbitrary analyser unit with no UCUM definition: it must be
+            # sent as "ch" (or the annotation {ch}) and is never converted.
+            if fold(code or text or "") in ("ch", "{ch}"):
+                return value
+            raise UnitError(f"'{code or text}' is not the analyser unit ch")
+        unit = self._unit_of(code, system, text)
+        target = parse_ucum(expected)
+        if unit.dimension != target.dimension:
+            raise UnitError(f"'{code or text}' cannot be converted to {expected}")
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return value * unit.scale / target.scale

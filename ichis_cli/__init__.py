@@ -1,0 +1,1 @@
+"""The ``ichis`` command line."""

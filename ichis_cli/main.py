@@ -1,0 +1,120 @@
+"""The ``ichis`` command: ``score`` one patient's resources from a file (more subcommands join it).
+
+Exit codes (also in the README):
+  0  the file was read and assessed (whatever the score's status)
+  2  wrong usage (unknown option, missing argument, bad --at)
+  3  the input file cannot be read or is not FHIR JSON / NDJSON
+  4  the configuration file cannot be read or is invalid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_CONFIG = 4
+
+
+class CliError(Exception):
+    """A failure the user can fix; carries the exit code and a one-line message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def read_site_config(path: str | None) -> dict[str, Any]:
+    """The parsed TOML site configuration, or {} without a file."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise CliError(EXIT_CONFIG, f"cannot read configuration {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CliError(EXIT_CONFIG, f"configuration {path} is not valid TOML: {error}") from None
+
+
+def parse_at(text: str | None) -> datetime:
+    """--at: an ISO 8601 instant with a zone offset; default now in UTC."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            EXIT_USAGE, f"--at '{text}' is not an ISO 8601 time, e.g. 2024-03-01T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise CliError(EXIT_USAGE, f"--at '{text}' needs a time zone, e.g. 2024-03-01T10:00:00+09:00")
+    return moment
+
+
+def _score(args: argparse.Namespace) -> int:
+    from fhir_mappings.assessment import assess, assessment_json
+    from fhir_mappings.bundles import FhirInputError, parse_document
+    from fhir_mappings.config import ConfigurationError, load_mapping_config
+
+    at = parse_at(args.at)
+    try:
+        config = load_mapping_config(read_site_config(args.config))
+    except ConfigurationError as error:
+        raise CliError(EXIT_CONFIG, f"configuration: {error}") from None
+    try:
+        text = Path(args.file).read_text("utf-8") if args.file != "-" else sys.stdin.read()
+    except OSError as error:
+        raise CliError(EXIT_INPUT, f"cannot read {args.file}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(EXIT_INPUT, f"{args.file} is not UTF-8 text") from None
+    try:
+        entries = parse_document(text)
+    except FhirInputError as error:
+        raise CliError(EXIT_INPUT, f"{args.file}: {error}") from None
+    assessment = assess(entries, at, config)
+    json.dump(assessment_json(assessment), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ichis",
+        description="IChIS (immune checkpoint inhibitor score) from FHIR blood counts.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    score = commands.add_parser(
+        "score",
+        help="score one patient's FHIR resources (Bundle JSON or NDJSON)",
+        description="Score one patient's resources and print the result as JSON.",
+    )
+    score.add_argument("file", help="a FHIR Bundle (JSON) or NDJSON file; - for standard input")
+    score.add_argument("--at", help="reference time, ISO 8601 with zone (default: now, UTC)")
+    score.add_argument("--config", help="site configuration (TOML)")
+    score.set_defaults(handler=_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        code: int = args.handler(args)
+        return code
+    except CliError as error:
+        print(f"ichis: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        return 130
