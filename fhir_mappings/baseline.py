@@ -34,6 +34,7 @@ WBC = "leukocytes"
 #: What a part is called in sentences, and what would fix its absence.
 _PART_NAMES = {NEUTROPHILS: "neutrophil count (NEUT#)", IG: "immature granulocyte count (IG#)"}
 _FIX = "a CBC with automated differential that reports IG# (or IG% with WBC)"
+_FIX_NEW = "a new CBC with automated differential that reports IG# (or IG% with WBC)"
 
 
 @dataclass
@@ -167,14 +168,14 @@ def choose_baseline(extraction: Extraction, at: datetime, config: MappingConfig)
     samples = sorted(_group(window), key=lambda s: s.key.instant, reverse=True)
     reasons: list[str] = []
     found: dict[str, list[tuple[_Sample, Measurement]]] = {NEUTROPHILS: [], IG: []}
-    conflicts: dict[str, list[str]] = {NEUTROPHILS: [], IG: []}
+    conflicts: dict[str, list[tuple[SampleKey, str]]] = {NEUTROPHILS: [], IG: []}
     for sample in samples:
         for part in (NEUTROPHILS, IG):
             measurement, why = _part_candidates(sample, part)
             if measurement is not None:
                 found[part].append((sample, measurement))
             elif why:
-                conflicts[part].append(f"Sample {sample.key.label()}: {why}.")
+                conflicts[part].append((sample.key, why))
     choice: dict[str, tuple[_Sample, Measurement] | None] = {NEUTROPHILS: None, IG: None}
     both = [(sample, n, i) for sample, n in found[NEUTROPHILS] for s2, i in found[IG] if s2 is sample]
     if both:
@@ -220,13 +221,14 @@ def choose_baseline(extraction: Extraction, at: datetime, config: MappingConfig)
                 later=later,
                 straddling=straddling,
                 problems=extraction.problems,
+                conflicts=[why for _, why in conflicts[part]],
                 at=at,
                 start=start,
                 config=config,
             ),
         )
     for part in (NEUTROPHILS, IG):
-        reasons.extend(conflicts[part])
+        reasons.extend(f"Sample {key.label()}: {why}." for key, why in conflicts[part])
     # Problems with results that would otherwise have been in the window, or lack a time.
     for problem in extraction.problems:
         if problem.when is None or (problem.when.latest <= at and problem.when.earliest >= start):
@@ -262,6 +264,7 @@ def _missing(
     later: list[Reading],
     straddling: list[Reading],
     problems: Sequence[Problem],
+    conflicts: Sequence[str],
     at: datetime,
     start: datetime,
     config: MappingConfig,
@@ -270,13 +273,15 @@ def _missing(
     concepts = {part} if part == NEUTROPHILS else {IG, IG_PERCENT}
     name = _PART_NAMES[part]
     days = config.lookback.days
+    if conflicts:
+        return f"no usable {name}: {conflicts[0]}"
     old = [r for r in stale if r.concept in concepts]
     if old:
         newest = max(old, key=lambda r: r.when.earliest)
         return (
-            f"the most recent {name} ({newest.source.reference}, {_date(newest.when.earliest)}, "
-            f"{_age(newest.when.earliest, at)} the reference time) is older than the {days}-day "
-            f"look-back window; a new {_FIX} would fix this"
+            f"the most recent {name}, {newest.source.reference} from {_date(newest.when.earliest)} "
+            f"({_age(newest.when.earliest, at)} the reference time), is older than the {days}-day "
+            f"look-back window; {_FIX_NEW} would fix this"
         )
     unusable = [
         p

@@ -25,7 +25,9 @@ def loads(text: str | bytes) -> Any:
 
 def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | None]]:
     """Resources of a Bundle (any type), with their fullUrl; nested Bundles are flattened."""
-    entries = bundle.get("entry") or ()
+    entries = bundle.get("entry")
+    if entries is None:
+        return
     if not isinstance(entries, list):
         raise FhirInputError("Bundle.entry must be a list")
     for position, entry in enumerate(entries):

@@ -14,8 +14,14 @@ IG_PERCENT = "71695-1"
 WBC = "6690-2"
 
 
-def quantity(value: str | int | None, unit: str | None = "10*3/uL", *, code: str | None = "same",
-             system: str | None = UCUM, comparator: str | None = None) -> dict[str, Any]:
+def quantity(
+    value: str | int | None,
+    unit: str | None = "10*3/uL",
+    *,
+    code: str | None = "same",
+    system: str | None = UCUM,
+    comparator: str | None = None,
+) -> dict[str, Any]:
     """A valueQuantity; ``code="same"`` repeats the unit as the UCUM code."""
     q: dict[str, Any] = {}
     if value is not None:
@@ -32,9 +38,18 @@ def quantity(value: str | int | None, unit: str | None = "10*3/uL", *, code: str
     return q
 
 
-def observation(oid: str, loinc: str, value: str | int | None, unit: str | None = "10*3/uL", *,
-                effective: str | None = "2024-03-01T08:00:00+09:00", status: str = "final",
-                patient: str = "Patient/p1", system: str = LOINC, **extra: Any) -> dict[str, Any]:
+def observation(
+    oid: str,
+    loinc: str,
+    value: str | int | None,
+    unit: str | None = "10*3/uL",
+    *,
+    effective: str | None = "2024-03-01T08:00:00+09:00",
+    status: str = "final",
+    patient: str = "Patient/p1",
+    system: str = LOINC,
+    **extra: Any,
+) -> dict[str, Any]:
     """An Observation with one coding and a valueQuantity (unless ``value`` is None)."""
     obs: dict[str, Any] = {
         "resourceType": "Observation",

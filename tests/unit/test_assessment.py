@@ -1,0 +1,459 @@
+"""From FHIR Observations to IChIS: every mapping and baseline rule, one table of cases each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from fhir_mappings.assessment import Assessment, assess, assessment_json
+from fhir_mappings.config import load_mapping_config
+from tests.builders import IG_COUNT, IG_PERCENT, NEUT, WBC, entries, observation, quantity
+
+AT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+DAY_BEFORE = "2024-02-29T09:00:00Z"
+CONFIG = load_mapping_config()
+
+
+def run(*resources: dict[str, Any], at: datetime = AT, site: dict[str, Any] | None = None) -> Assessment:
+    return assess(entries(*resources), at, load_mapping_config(site) if site else CONFIG)
+
+
+def score_of(*resources: dict[str, Any], **kwargs: Any) -> tuple[int | None, int, int]:
+    result = run(*resources, **kwargs).result
+    return result.score, result.lower, result.upper
+
+
+def neut(value: str, unit: str = "10*3/uL", oid: str = "n", **kw: Any) -> dict[str, Any]:
+    kw.setdefault("effective", DAY_BEFORE)
+    return observation(oid, NEUT, value, unit, **kw)
+
+
+def ig(value: str, unit: str = "10*3/uL", oid: str = "i", **kw: Any) -> dict[str, Any]:
+    kw.setdefault("effective", DAY_BEFORE)
+    return observation(oid, IG_COUNT, value, unit, **kw)
+
+
+def reasons(assessment: Assessment) -> str:
+    return "\n".join(assessment.reasons)
+
+
+# --- cut-offs through the whole path, in the units laboratories send ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("neutrophils", "n_unit", "immature", "i_unit", "expected"),
+    [
+        ("9.0", "10*9/L", "0.08", "10*3/uL", 0),  # both exactly at the cut-off
+        ("9000", "/uL", "80", "/uL", 0),
+        ("9.01", "10*3/uL", "0.09", "10*3/uL", 2),
+        ("9.00", "K/uL", "0.09", "x10E3/uL", 1),
+        ("9.1", "G/L", "0.08", "G/L", 1),
+        ("9100", "{cells}/uL", "81", "/mm3", 2),
+        ("9.0", "/nL", "0.081", "/nL", 1),
+    ],
+)
+def test_cutoffs_hold_in_every_unit(
+    neutrophils: str, n_unit: str, immature: str, i_unit: str, expected: int
+) -> None:
+    """0.08 x10^3/uL is exactly 80/uL and scores 0; binary floats would say 80.000...01."""
+    assert score_of(neut(neutrophils, n_unit), ig(immature, i_unit)) == (expected, expected, expected)
+
+
+def test_a_quantity_with_only_unit_text_and_no_code_is_read() -> None:
+    text_only = observation(
+        "i", IG_COUNT, None, effective=DAY_BEFORE, quantity=quantity("0.09", "x10^3/uL", code=None)
+    )
+    assert score_of(neut("5.0"), text_only) == (1, 1, 1)
+
+
+def test_an_unknown_unit_is_reported_for_that_value_and_leaves_the_part_unknown() -> None:
+    assessment = run(neut("5.0"), ig("0.09", "thousand/uL"))
+    assert (assessment.result.score, assessment.result.lower, assessment.result.upper) == (None, 0, 1)
+    assert "Observation/i has a unit that cannot be used: unknown unit 'thousand/uL'" in reasons(assessment)
+
+
+def test_the_value_as_sent_is_kept_next_to_the_normalised_value() -> None:
+    out = assessment_json(run(neut("9.450"), ig("0.080")))
+    assert out["parts"]["neutrophils"]["value_as_sent"] == "9.450"
+    assert out["parts"]["neutrophils"]["value_per_uL"] == "9450"
+    assert out["parts"]["immature_granulocytes"]["value_per_uL"] == "80"
+
+
+# --- status, absent values, comparators, odd values ------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_final_amended_and_corrected_results_count(status: str) -> None:
+    assert score_of(neut("9.5", status=status), ig("0.01", status=status)) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "cancelled"])
+def test_withdrawn_results_never_count(status: str) -> None:
+    assessment = run(neut("9.5", status=status), ig("0.01"))
+    assert assessment.result.score is None
+    assert "entered-in-error or cancelled were left out" in reasons(assessment)
+
+
+def test_preliminary_results_count_only_when_the_site_accepts_them() -> None:
+    resources = (neut("9.5", status="preliminary"), ig("0.01"))
+    default = run(*resources)
+    assert default.result.score is None
+    assert "is preliminary and may still change" in reasons(default)
+    accepting = run(*resources, site={"baseline": {"accept_preliminary": True}})
+    assert accepting.result.score == 1
+
+
+@pytest.mark.parametrize("status", ["registered", "unknown", "bogus", None])
+def test_results_without_a_result_status_are_reported(status: str | None) -> None:
+    obs = neut("9.5")
+    obs["status"] = status
+    assessment = run(obs, ig("0.01"))
+    assert (assessment.result.lower, assessment.result.upper) == (0, 1)
+    assert "Observation/n" in reasons(assessment)
+
+
+def test_data_absent_reason_is_reported_not_scored() -> None:
+    absent = observation(
+        "i", IG_COUNT, None, effective=DAY_BEFORE, dataAbsentReason={"coding": [{"code": "error"}]}
+    )
+    assessment = run(neut("5.0"), absent)
+    assert assessment.result.upper == 1
+    assert "reported without a value (dataAbsentReason: error)" in reasons(assessment)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "comparator", "points"),
+    [
+        ("0.01", "10*3/uL", "<", 0),  # <10/uL: the bound decides
+        ("0.08", "10*3/uL", "<=", 0),
+        ("0.1", "10*3/uL", "<", None),  # <100/uL: could be either side of 80
+        ("0.1", "10*3/uL", ">", 1),
+    ],
+)
+def test_a_comparator_settles_the_ig_point_only_when_the_bound_decides_it(
+    value: str, unit: str, comparator: str, points: int | None
+) -> None:
+    bounded = observation(
+        "i", IG_COUNT, None, effective=DAY_BEFORE, quantity=quantity(value, unit, comparator=comparator)
+    )
+    out = assessment_json(run(neut("5.0"), bounded))
+    assert out["parts"]["immature_granulocytes"]["points"] == points
+    assert out["parts"]["immature_granulocytes"]["comparator"] == comparator
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-0.02, "negative value"),
+        ("abc", "not a number"),
+        (True, "not a number"),
+        (None, "has no value"),
+    ],
+)
+def test_impossible_or_non_numeric_values_are_rejected(value: Any, message: str) -> None:
+    obs = ig("0.01")
+    if value is None:
+        del obs["valueQuantity"]
+    else:
+        obs["valueQuantity"]["value"] = Decimal(str(value)) if isinstance(value, float) else value
+    assessment = run(neut("5.0"), obs)
+    assert assessment.result.upper == 1
+    assert message in reasons(assessment)
+
+
+def test_a_number_sent_as_text_is_reported_because_it_has_no_unit() -> None:
+    obs = ig("0.01")
+    del obs["valueQuantity"]
+    obs["valueString"] = "0.09"
+    assert "sent as text ('0.09') without a unit" in reasons(run(neut("5.0"), obs))
+
+
+def test_a_float_value_is_read_from_its_shortest_repr() -> None:
+    """JSON parsed without Decimal gives 0.08 as a float; 0.08 * 1000 must still not exceed 80."""
+    obs = ig("0.08")
+    obs["valueQuantity"]["value"] = 0.08
+    assert score_of(neut("5.0"), obs) == (0, 0, 0)
+
+
+# --- components, panels, research parameters, derived IG# -----------------------------------------
+
+
+def test_values_inside_components_are_read() -> None:
+    cbc = {
+        "resourceType": "Observation",
+        "id": "cbc",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": NEUT}]},
+                "valueQuantity": quantity("9.3"),
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": IG_COUNT}]},
+                "valueQuantity": quantity("0.12"),
+            },
+        ],
+    }
+    out = assessment_json(run(cbc))
+    assert out["ichis"] == 2
+    assert out["parts"]["neutrophils"]["observation"] == "Observation/cbc"
+
+
+def test_panel_members_are_read_with_the_panels_time_and_specimen() -> None:
+    member_n = observation("m1", NEUT, "9.3", effective=None)
+    member_i = {**observation("m2", IG_COUNT, "0.02", effective=None), "id": "m2"}
+    panel = {
+        "resourceType": "Observation",
+        "id": "panel",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "specimen": {"reference": "Specimen/s1"},
+        "contained": [{**member_i, "id": "m2"}],
+        "hasMember": [{"reference": "Observation/m1"}, {"reference": "#m2"}],
+    }
+    out = assessment_json(run(panel, member_n))
+    assert out["ichis"] == 1
+    assert out["parts"]["neutrophils"]["sample"] == "Specimen/s1"
+    assert out["parts"]["immature_granulocytes"]["observation"] == "Observation/panel#m2"
+
+
+RESEARCH = "http://hospital.example/sysmex-xn"
+
+
+def test_zero_filled_research_parameters_are_missing_but_a_zero_ig_count_is_real() -> None:
+    site = {"research_code_systems": [RESEARCH]}
+    zero_sfl = observation(
+        "sfl",
+        "NEUT-SFL",
+        None,
+        system=RESEARCH,
+        effective=DAY_BEFORE,
+        quantity=quantity("0", "ch", code=None),
+    )
+    assessment = run(neut("5.0"), ig("0.00"), zero_sfl, site=site)
+    assert assessment.result.score == 0  # IG# 0.00 x10^3/uL is a real result
+    assert "research item is switched off; treated as missing" in reasons(assessment)
+
+
+def test_ig_count_is_derived_from_percent_and_wbc_of_the_same_sample() -> None:
+    out = assessment_json(
+        run(
+            neut("5.0"),
+            observation("p", IG_PERCENT, "1.2", "%", effective=DAY_BEFORE),
+            observation("w", WBC, "7.5", effective=DAY_BEFORE),
+        )
+    )
+    part = out["parts"]["immature_granulocytes"]
+    assert (part["points"], part["value_per_uL"], part["derived"]) == (1, "90", True)
+    assert [d["observation"] for d in part["derived_from"]] == ["Observation/p", "Observation/w"]
+    assert any("was derived from IG% 1.2" in r for r in out["reasons"])
+
+
+def test_derived_ig_at_exactly_80_scores_0() -> None:
+    """1.0 % of 8.0 x10^3/uL is exactly 80/uL."""
+    assert score_of(
+        neut("5.0"),
+        observation("p", IG_PERCENT, "1.0", "%", effective=DAY_BEFORE),
+        observation("w", WBC, "8.0", effective=DAY_BEFORE),
+    ) == (0, 0, 0)
+
+
+def test_a_measured_ig_count_wins_over_a_derived_one() -> None:
+    out = assessment_json(
+        run(
+            neut("5.0"),
+            ig("0.05"),
+            observation("p", IG_PERCENT, "5", "%", effective=DAY_BEFORE),
+            observation("w", WBC, "7.5", effective=DAY_BEFORE),
+        )
+    )
+    assert out["parts"]["immature_granulocytes"]["derived"] is False
+    assert out["ichis"] == 0
+
+
+def test_ig_percent_without_wbc_of_the_same_sample_is_not_derived() -> None:
+    assessment = run(
+        neut("5.0"),
+        observation("p", IG_PERCENT, "1.2", "%", effective=DAY_BEFORE),
+        observation("w", WBC, "7.5", effective="2024-02-27T09:00:00Z"),
+    )
+    assert assessment.result.score is None
+    assert "has no WBC from the same sample" in reasons(assessment)
+
+
+# --- time: look-back, results after the order, time zones -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("days_before", "used"),
+    [(0, True), (13, True), (14, True), (15, False), (60, False)],
+)
+def test_results_older_than_the_lookback_window_are_stale(days_before: int, used: bool) -> None:
+    when = (AT - timedelta(days=days_before)).isoformat()
+    assessment = run(neut("9.5", effective=when), ig("0.01", effective=when))
+    assert (assessment.result.score is not None) is used
+    if not used:
+        assert "is older than the 14-day look-back window" in reasons(assessment)
+
+
+def test_the_lookback_window_is_configurable() -> None:
+    when = (AT - timedelta(days=20)).isoformat()
+    assert (
+        run(
+            neut("9.5", effective=when), ig("0.01", effective=when), site={"baseline": {"lookback_days": 30}}
+        ).result.score
+        == 1
+    )
+
+
+def test_results_after_the_reference_time_are_never_used() -> None:
+    later = "2024-03-01T12:00:01Z"
+    assessment = run(neut("9.5", effective=later), ig("0.5", effective=later))
+    assert assessment.result.score is None
+    assert "2 result(s) dated after the reference time were not used." in reasons(assessment)
+
+
+@pytest.mark.parametrize(
+    ("effective", "used"),
+    [
+        ("2024-03-01T20:59:00+09:00", True),  # 11:59 UTC, before noon UTC
+        ("2024-03-01T21:00:00+09:00", True),  # exactly the reference time
+        ("2024-03-01T21:01:00+09:00", False),  # one minute after
+        ("2024-03-01T07:30:00-05:00", False),  # 12:30 UTC
+        ("2024-03-01T06:59:00-05:00", True),
+    ],
+)
+def test_instants_are_compared_across_time_zones(effective: str, used: bool) -> None:
+    assessment = run(neut("9.5", effective=effective), ig("0.01", effective=effective))
+    assert (assessment.result.score is not None) is used
+
+
+def test_the_most_recent_instant_wins_even_when_its_text_sorts_first() -> None:
+    """2024-02-29T20:00Z is later than 2024-03-01T01:00+09:00 (= 2024-02-29T16:00Z)."""
+    out = assessment_json(
+        run(
+            neut("9.5", oid="early", effective="2024-03-01T01:00:00+09:00"),
+            ig("0.01", oid="i-early", effective="2024-03-01T01:00:00+09:00"),
+            neut("5.0", oid="late", effective="2024-02-29T20:00:00Z"),
+            ig("0.01", oid="i-late", effective="2024-02-29T20:00:00Z"),
+        )
+    )
+    assert out["parts"]["neutrophils"]["observation"] == "Observation/late"
+    assert out["ichis"] == 0
+
+
+def test_a_date_without_time_on_the_reference_day_is_not_used() -> None:
+    assessment = run(neut("9.5", effective="2024-03-01"), ig("0.01", effective="2024-03-01"))
+    assert assessment.result.score is None
+    assert "dated without a time on the reference day were not used" in reasons(assessment)
+
+
+def test_a_date_without_time_before_the_reference_day_is_used() -> None:
+    assert score_of(neut("9.5", effective="2024-02-28"), ig("0.01", effective="2024-02-28")) == (1, 1, 1)
+
+
+def test_a_time_without_offset_is_read_in_the_site_zone_and_said_so() -> None:
+    assessment = run(
+        neut("9.5", effective="2024-03-01T11:00:00"), ig("0.01", effective="2024-03-01T11:00:00")
+    )
+    assert assessment.result.score == 1
+    assert "read in the site's zone (UTC)" in reasons(assessment)
+    evening = "2024-03-01T20:00:00"  # 20:00 UTC is after the reference time; 20:00 in Seoul is 11:00 UTC
+    assert run(neut("9.5", effective=evening), ig("0.01", effective=evening)).result.score is None
+    seoul = run(
+        neut("9.5", effective=evening),
+        ig("0.01", effective=evening),
+        site={"baseline": {"naive_time_zone": "Asia/Seoul"}},
+    )
+    assert seoul.result.score == 1
+
+
+def test_a_result_without_collection_time_is_reported() -> None:
+    assessment = run(neut("9.5", effective=None), ig("0.01"))
+    assert "has no collection time" in reasons(assessment)
+
+
+# --- which sample: same-sample preference, ties, conflicts ---------------------------------------
+
+
+def test_both_parts_come_from_the_most_recent_sample_that_has_both() -> None:
+    older = "2024-02-25T08:00:00Z"
+    newer = "2024-02-29T08:00:00Z"
+    assessment = run(
+        neut("5.0", oid="n-old", effective=older),
+        ig("0.01", oid="i-old", effective=older),
+        neut("9.5", oid="n-new", effective=newer),  # the newer sample has no IG#
+    )
+    out = assessment_json(assessment)
+    assert out["parts"]["neutrophils"]["observation"] == "Observation/n-old"
+    assert out["ichis"] == 0
+    assert "A newer neutrophil count (NEUT#) from 2024-02-29T08:00:00+00:00 was not used" in reasons(
+        assessment
+    )
+
+
+def test_without_a_complete_sample_each_part_comes_from_its_own_latest_sample() -> None:
+    assessment = run(
+        neut("9.5", effective="2024-02-29T08:00:00Z"),
+        ig("0.09", effective="2024-02-26T08:00:00Z"),
+    )
+    assert assessment.result.score == 2
+    assert "No sample has both parts" in reasons(assessment)
+
+
+def test_a_specimen_reference_ties_results_of_one_sample_despite_different_times() -> None:
+    n = neut("9.5", effective="2024-02-29T08:00:00Z", specimen={"reference": "Specimen/s9"})
+    i = ig("0.09", effective="2024-02-29T08:05:00Z", specimen={"reference": "Specimen/s9"})
+    assessment = run(n, i)
+    assert assessment.result.score == 2
+    assert "No sample has both parts" not in reasons(assessment)
+
+
+def test_the_automated_code_wins_over_the_manual_count_in_one_sample() -> None:
+    manual = observation("manual", "753-4", "12.0", effective=DAY_BEFORE)
+    out = assessment_json(run(neut("5.0", oid="auto"), manual, ig("0.01")))
+    assert out["parts"]["neutrophils"]["observation"] == "Observation/auto"
+
+
+def test_a_corrected_result_supersedes_the_final_one_of_the_same_sample() -> None:
+    out = assessment_json(
+        run(
+            neut("9.5", oid="orig", status="final"),
+            neut("8.5", oid="fix", status="corrected"),
+            ig("0.01"),
+        )
+    )
+    assert out["parts"]["neutrophils"]["observation"] == "Observation/fix"
+
+
+def test_identical_duplicates_are_not_a_conflict() -> None:
+    assert score_of(neut("9.5", oid="a"), neut("9.50", oid="b"), ig("0.01")) == (1, 1, 1)
+
+
+def test_disagreeing_results_of_one_sample_leave_the_part_unknown() -> None:
+    assessment = run(neut("9.5", oid="a"), neut("8.5", oid="b"), ig("0.01"))
+    assert assessment.result.score is None
+    assert "results of the same sample disagree" in reasons(assessment)
+
+
+def test_no_blood_count_at_all_is_unavailable_with_what_would_fix_it() -> None:
+    assessment = run()
+    assert (assessment.result.score, assessment.result.status.value) == (None, "unavailable")
+    assert "a CBC with automated differential that reports IG# (or IG% with WBC) would fix this" in reasons(
+        assessment
+    )
+
+
+def test_site_codes_are_added_by_configuration() -> None:
+    site = {
+        "lab_codes": {"immature_granulocytes": {"codes": [{"system": "http://lab.example", "code": "IG#"}]}}
+    }
+    local = observation("i", "IG#", "0.09", system="http://lab.example", effective=DAY_BEFORE)
+    assert score_of(neut("5.0"), local, site=site) == (1, 1, 1)
+    assert score_of(neut("5.0"), local) == (None, 0, 1)

@@ -1,0 +1,122 @@
+"""`ichis score` as a user runs it: golden files in, JSON out, one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+CASES = tomllib.loads((GOLDEN / "cases.toml").read_text())
+
+
+def ichis(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command with test arguments
+        [sys.executable, "-m", "ichis_cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_files(name: str) -> None:
+    """A realistic record scores exactly as the reviewed expected output says."""
+    source = next(GOLDEN.glob(f"{name}.input.*"))
+    done = ichis("score", str(source), "--at", CASES[name]["at"])
+    assert done.returncode == 0, done.stderr
+    actual = json.loads(done.stdout)
+    expected_file = GOLDEN / f"{name}.expected.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected_file.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
+    assert json.loads(expected_file.read_text()) == actual
+
+
+def test_standard_input_is_read_with_a_dash() -> None:
+    done = ichis(
+        "score",
+        "-",
+        "--at",
+        "2024-03-01T10:00:00+09:00",
+        stdin=(GOLDEN / "ichis2_searchset.input.json").read_text(),
+    )
+    assert json.loads(done.stdout)["ichis"] == 2
+
+
+def test_the_reference_time_defaults_to_now(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"resourceType": "Bundle", "type": "collection"}')
+    out = json.loads(ichis("score", str(empty)).stdout)
+    assert out["status"] == "unavailable"
+    assert out["reference_time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the input is empty"),
+        ("{not json", "not valid JSON"),
+        ('{"resourceType": "Bundle", "entry": {"x": 1}}', "Bundle.entry must be a list"),
+        ("[1, 2]", "expected a FHIR resource or Bundle"),
+        ('{"resourceType":"Patient"}\n{broken', "NDJSON line 2 is not valid JSON"),
+        ('{"a": 1}\n{"b": 2}', "NDJSON line 1: expected a FHIR resource"),
+    ],
+)
+def test_malformed_input_exits_3_with_one_line_and_no_traceback(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    done = ichis("score", str(bad), "--at", "2024-03-01T00:00:00Z")
+    assert done.returncode == 3
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_file_exits_3(tmp_path: Path) -> None:
+    done = ichis("score", str(tmp_path / "nope.json"))
+    assert (done.returncode, "Traceback" in done.stderr) == (3, False)
+
+
+def test_binary_input_exits_3(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff\xfe\x00\x81")
+    assert ichis("score", str(bad)).returncode == 3
+
+
+@pytest.mark.parametrize("at", ["yesterday", "2024-03-01T10:00:00"])
+def test_a_bad_reference_time_exits_2(at: str) -> None:
+    done = ichis("score", str(GOLDEN / "stale_only.input.json"), "--at", at)
+    assert done.returncode == 2
+    assert "--at" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("baseline = [", "not valid TOML"),
+        ("[baseline]\nlookback_days = -3", "lookback_days"),
+        ("[baseline]\nnaive_time_zone = 'Mars/Olympus'", "unknown time zone"),
+        ("[lab_codes.neutrophils]\nkind = 'weight'", "kind"),
+    ],
+)
+def test_a_bad_configuration_exits_4(tmp_path: Path, config: str, message: str) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(config)
+    done = ichis("score", str(GOLDEN / "stale_only.input.json"), "--config", str(site))
+    assert done.returncode == 4
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert ichis("score").returncode == 2
+    assert ichis("frobnicate").returncode == 2

@@ -1,0 +1,105 @@
+"""Unit normalisation to cells/uL: UCUM rules, the alias table, and refusing what is unknown."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from fhir_mappings.units import UCUM_SYSTEM, UnitError, UnitNormaliser, default_aliases, parse_ucum
+
+UNITS = UnitNormaliser(default_aliases())
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "per_uL"),
+    [
+        ("0.08", "10*3/uL", "80"),
+        ("0.08", "10*9/L", "80"),
+        ("80", "/uL", "80"),
+        ("80", "{cells}/uL", "80"),
+        ("80", "/mm3", "80"),
+        ("0.08", "/nL", "80"),
+        ("0.08", "10^3/uL", "80"),
+        ("0.08", "10*3/mm3", "80"),
+        ("80000", "/mL", "80"),
+        ("80000000", "/L", "80"),
+        ("0.08", "10*3{cells}/uL", "80"),
+        ("9.0", "10*9/L", "9000"),
+    ],
+)
+def test_ucum_codes_normalise_exactly(value: str, unit: str, per_uL: str) -> None:
+    assert UNITS.to_per_uL(Decimal(value), unit, UCUM_SYSTEM, None) == Decimal(per_uL)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["K/uL", "x10E3/uL", "10^3/uL", "x10^3/uL", "K/µL", "K/μL", "×10³/µL", "10*3/UL", "thou/uL", "10E3/uL"],
+)
+def test_non_ucum_thousands_per_microlitre_spellings_come_from_the_alias_table(spelling: str) -> None:
+    assert UNITS.to_per_uL(Decimal("0.09"), None, None, spelling) == Decimal("90")
+
+
+@pytest.mark.parametrize("spelling", ["G/L", "Gpt/L", "x10E9/L", "x10^9/L", "10^9/L", "x10⁹/L"])
+def test_giga_per_litre_spellings_are_thousands_per_microlitre(spelling: str) -> None:
+    assert UNITS.to_per_uL(Decimal("9.0"), None, None, spelling) == Decimal("9000")
+
+
+@pytest.mark.parametrize(
+    ("code", "system", "text"),
+    [
+        (None, None, "10*3/uL"),  # only unit text, no code
+        ("10*3/uL", UCUM_SYSTEM, None),  # only the code
+        ("10*3/uL", UCUM_SYSTEM, "K/uL"),  # both, agreeing
+        ("K/uL", "http://hospital.example/units", "K/uL"),  # a local system repeating the text
+    ],
+)
+def test_a_quantity_may_carry_code_or_text_or_both(
+    code: str | None, system: str | None, text: str | None
+) -> None:
+    assert UNITS.to_per_uL(Decimal("1.5"), code, system, text) == Decimal("1500")
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "message"),
+    [
+        (None, "cells", "unknown unit"),
+        (None, "thousand per microliter", "unknown unit"),
+        ("g/L", None, "not a count per volume"),  # grams per litre is UCUM, but not a count
+        ("%", None, "not a count per volume"),
+        (None, "K", "unknown unit"),
+        ("10.3/uL", None, "unknown unit"),  # UCUM for 30/uL: never what a lab meant
+        ("10*3/uL", "/uL", "disagree"),
+        (None, None, "no unit"),
+        (None, "  ", "no unit"),
+    ],
+)
+def test_unknown_or_contradictory_units_are_reported_never_guessed(
+    code: str | None, text: str | None, message: str
+) -> None:
+    with pytest.raises(UnitError, match=message):
+        UNITS.to_per_uL(Decimal(1), code, UCUM_SYSTEM if code else None, text)
+
+
+@pytest.mark.parametrize(("unit", "percent"), [("%", "1.2"), ("/100{WBCs}", "1.2"), ("percent", "1.2")])
+def test_percent_spellings(unit: str, percent: str) -> None:
+    assert UNITS.to_percent(Decimal("1.2"), None, None, unit) == Decimal(percent)
+
+
+def test_parsed_scales_are_exact_powers_of_ten() -> None:
+    assert parse_ucum("10*9/L").scale == Decimal("1e12")
+    assert parse_ucum("/uL").scale == Decimal("1e9")
+
+
+def test_case_matters_as_in_ucum() -> None:
+    """g/L (grams) is not G/L (giga-cells): case is never folded."""
+    assert UNITS.to_per_uL(Decimal(1), None, None, "G/L") == Decimal(1000)
+    with pytest.raises(UnitError):
+        UNITS.to_per_uL(Decimal(1), None, None, "g/L")
+
+
+def test_measures_convert_by_ucum_and_channels_stay_as_sent() -> None:
+    assert UNITS.in_unit(Decimal("30"), "pg", UCUM_SYSTEM, None, "pg") == Decimal("30")
+    assert UNITS.in_unit(Decimal("51.2"), None, None, "ch", "ch") == Decimal("51.2")
+    with pytest.raises(UnitError):
+        UNITS.in_unit(Decimal("1"), None, None, "fL", "pg")
