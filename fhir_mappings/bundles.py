@@ -23,6 +23,34 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+def dumps(document: Any) -> str:
+    """JSON text in which each Decimal keeps its exact digits (``0.08`` stays ``0.08``).
+
+    The standard encoder has no hook for raw numbers, so the walk is done here.
+    """
+    return "".join(_encode(document))
+
+
+def _encode(value: Any) -> Iterator[str]:
+    if isinstance(value, Decimal):
+        yield format(value, "f") if value.is_finite() else "null"
+    elif isinstance(value, Mapping):
+        yield "{"
+        for position, (key, item) in enumerate(value.items()):
+            yield ("," if position else "") + json.dumps(str(key), ensure_ascii=False) + ":"
+            yield from _encode(item)
+        yield "}"
+    elif isinstance(value, (list, tuple)):
+        yield "["
+        for position, item in enumerate(value):
+            if position:
+                yield ","
+            yield from _encode(item)
+        yield "]"
+    else:
+        yield json.dumps(value, ensure_ascii=False)
+
+
 def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | None]]:
     """Resources of a Bundle (any type), with their fullUrl; nested Bundles are flattened."""
     entries = bundle.get("entry")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -86,6 +87,33 @@ def _score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CliError(EXIT_USAGE, f"{name}='{raw}' is not a whole number") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cds_service import create_app
+    from cds_service.server import serve
+    from fhir_mappings.config import ConfigurationError
+
+    overrides = {"config_file": args.config} if args.config else {}
+    host = args.host or os.environ.get("ICHIS_HOST", "127.0.0.1")
+    port = args.port if args.port is not None else _env_int("ICHIS_PORT", 8080)
+    workers = args.workers if args.workers is not None else _env_int("ICHIS_WORKERS", 2)
+    try:
+        create_app(overrides)  # fail here, once, with one line, on a bad configuration
+    except ConfigurationError as error:
+        raise CliError(EXIT_CONFIG, f"configuration: {error}") from None
+    serve(host, port, workers, overrides)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ichis",
@@ -101,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--at", help="reference time, ISO 8601 with zone (default: now, UTC)")
     score.add_argument("--config", help="site configuration (TOML)")
     score.set_defaults(handler=_score)
+    run = commands.add_parser(
+        "serve",
+        help="run the CDS Hooks service under gunicorn",
+        description="Run the CDS Hooks service (and, later, the SMART app) under gunicorn.",
+    )
+    run.add_argument("--host", help="address to bind (ICHIS_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port (ICHIS_PORT, default 8080)")
+    run.add_argument("--workers", type=int, help="worker processes (ICHIS_WORKERS, default 2)")
+    run.add_argument("--config", help="site configuration, TOML (ICHIS_CONFIG_FILE)")
+    run.set_defaults(handler=_serve)
     return parser
 
 

@@ -1,0 +1,52 @@
+"""The CDS Hooks service: a Flask app built by ``create_app``.
+
+https://cds-hooks.hl7.org/2.0/ — discovery, order-select and order-sign hooks, feedback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from flask import Flask
+
+from cds_service.errors import install_error_handlers
+from cds_service.settings import build_runtime, load_settings
+from cds_service.store import Store
+from cds_service.views import blueprint
+from fhir_mappings.scope import DiagnosisTable
+
+#: Largest request body accepted; a draft order Bundle with full prefetch is far below this.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    clock: Callable[[], datetime] = _now,
+    environ: Mapping[str, str] | None = None,
+) -> Flask:
+    """Build the service. ``overrides`` replace settings (tests); ``clock`` gives the order time."""
+    settings = load_settings(overrides, environ)
+    runtime = build_runtime(settings)
+    app = Flask("cds_service")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["ichis.runtime"] = runtime
+    app.extensions["ichis.clock"] = clock
+    app.extensions["ichis.store"] = Store(settings.data_dir / "cds.sqlite")
+    app.extensions["ichis.diagnoses"] = DiagnosisTable(settings.site)
+    session = requests.Session()
+    # One connection pool for FHIR call-backs, reused across requests of this worker.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    app.extensions["ichis.http"] = session
+    app.register_blueprint(blueprint)
+    install_error_handlers(app)
+    return app

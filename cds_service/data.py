@@ -1,0 +1,138 @@
+"""Data for a hook call, in the order CDS Hooks 2.0.1 prescribes.
+
+https://cds-hooks.hl7.org/2.0/#providing-fhir-resources-to-a-cds-service:
+a prefetch key that is present is used (``null`` means no data exists); an OperationOutcome in
+its place means the client failed, so we fetch it ourselves; an absent key is fetched from
+``fhirServer`` with the ``fhirAuthorization`` token. Fetches run in parallel within one overall
+deadline and follow paging links. Data that cannot be had is a 412.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from cds_service.errors import BadRequest, DataUnavailable
+from cds_service.hook_request import HookRequest
+from fhir_mappings.client import FhirClient, FhirClientError, next_link
+from fhir_mappings.observations import Resource
+
+#: Context fields a prefetch token may name (root-level primitives of the order hooks' context).
+_TOKENS = ("patientId", "userId", "encounterId")
+
+
+@dataclass
+class ResolvedData:
+    """Each prefetch key's resource (a Bundle for searches) or None when no data exists."""
+
+    values: dict[str, Mapping[str, Any] | None]
+    #: Keys that came from the request's prefetch, and keys we fetched ourselves.
+    prefetched: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+
+    def entries(self, key: str) -> list[tuple[Resource, str | None]]:
+        value = self.values.get(key)
+        if value is None:
+            return []
+        if value.get("resourceType") == "Bundle":
+            return [
+                (e["resource"], e.get("fullUrl"))
+                for e in value.get("entry") or []
+                if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+            ]
+        return [(value, None)]
+
+
+def fill_template(template: str, request: HookRequest) -> str:
+    """Replace the prefetch tokens with the request's context values, URL-encoded."""
+    values = {
+        "patientId": request.patient_id,
+        "userId": request.user_id,
+        "encounterId": request.encounter_id,
+    }
+    query = template
+    for name in _TOKENS:
+        token = "{{context." + name + "}}"
+        if token in query:
+            value = values[name]
+            if value is None:
+                raise DataUnavailable(f"the query needs context.{name}, which the request lacks")
+            query = query.replace(token, quote(value, safe=""))
+    return query
+
+
+def _is_outcome(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome"
+
+
+def resolve(
+    request: HookRequest,
+    templates: Mapping[str, str],
+    session: requests.Session,
+    deadline_seconds: float,
+    max_pages: int,
+) -> ResolvedData:
+    resolved = ResolvedData(values={})
+    to_fetch: dict[str, str] = {}
+    continue_paging: dict[str, Mapping[str, Any]] = {}
+    for key, template in templates.items():
+        if key in request.prefetch:
+            value = request.prefetch[key]
+            if value is None:
+                resolved.values[key] = None
+                resolved.prefetched.append(key)
+            elif _is_outcome(value):
+                to_fetch[key] = fill_template(template, request)
+            elif isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
+                if value.get("resourceType") == "Bundle" and next_link(value) is not None:
+                    continue_paging[key] = value  # the client paginated: fetch the rest
+                else:
+                    resolved.values[key] = value
+                    resolved.prefetched.append(key)
+            else:
+                raise BadRequest(
+                    f"prefetch.{key} is not a FHIR resource or null", expression=[f"prefetch.{key}"]
+                )
+        else:
+            to_fetch[key] = fill_template(template, request)
+    if not to_fetch and not continue_paging:
+        return resolved
+    if not request.fhir_server:
+        missing = ", ".join(sorted([*to_fetch, *continue_paging]))
+        raise DataUnavailable(
+            f"prefetch key(s) {missing} were not provided (or were incomplete) and the request has no "
+            "fhirServer to fetch them from"
+        )
+    client = FhirClient(
+        base_url=request.fhir_server,
+        token=request.access_token,
+        session=session,
+        deadline=time.monotonic() + deadline_seconds,
+        max_pages=max_pages,
+    )
+    jobs: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=len(to_fetch) + len(continue_paging)) as pool:
+        for key, query in to_fetch.items():
+            jobs[key] = pool.submit(client.search, query)
+        for key, bundle in continue_paging.items():
+            jobs[key] = pool.submit(client.follow_pages, bundle)
+        failures: list[str] = []
+        for key, job in jobs.items():
+            try:
+                resolved.values[key] = job.result()
+                resolved.fetched.append(key)
+            except FhirClientError as error:
+                if key == "patient" and error.status == 404:
+                    resolved.values[key] = None  # a read that finds nothing: no data exists
+                    resolved.fetched.append(key)
+                    continue
+                failures.append(f"{key}: {error.detail}")
+    if failures:
+        raise DataUnavailable("could not obtain " + "; ".join(failures))
+    return resolved

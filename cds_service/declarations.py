@@ -1,0 +1,95 @@
+"""One declaration per CDS service: discovery and routing both read from here.
+
+Discovery response: https://cds-hooks.hl7.org/2.0/#response. Prefetch templates use only
+CDS Hooks 2.0 prefetch tokens ({{context.patientId}}); the lab query is generated from the site's
+code table so that a local code added in configuration is also prefetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_mappings.config import MappingConfig
+
+#: Concepts whose Observations the card needs (the two parts, and what derives IG#).
+CARD_CONCEPTS = ("neutrophils", "immature_granulocytes", "immature_granulocytes_percent", "leukocytes")
+#: Bound on the Observations prefetched: about 16 complete blood counts of the four concepts.
+LAB_COUNT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDeclaration:
+    id: str
+    hook: str
+    title: str
+    description: str
+    usage_requirements: str
+
+
+_DESCRIPTION = (
+    "When a checkpoint inhibitor is {verb}, states IChIS (neutrophils > 9,000/uL and immature "
+    "granulocytes > 80/uL, one point each) from the baseline blood count and the survival stratum "
+    "published for it (Kang et al. 2024). A prognostic research marker from one NSCLC cohort."
+)
+_USAGE = (
+    "Prefetch or FHIR access to Patient, Observation (blood count with differential) and Condition "
+    "of the patient. Orders without a checkpoint inhibitor receive no card."
+)
+
+SERVICES: tuple[ServiceDeclaration, ...] = (
+    ServiceDeclaration(
+        id="ichis-prognosis",
+        hook="order-select",
+        title="IChIS prognostic score for checkpoint inhibitor orders",
+        description=_DESCRIPTION.format(verb="selected"),
+        usage_requirements=_USAGE,
+    ),
+    ServiceDeclaration(
+        id="ichis-prognosis-sign",
+        hook="order-sign",
+        title="IChIS prognostic score at order signing",
+        description=_DESCRIPTION.format(verb="signed"),
+        usage_requirements=_USAGE,
+    ),
+)
+BY_ID = {service.id: service for service in SERVICES}
+
+
+def lab_codes(mapping: MappingConfig) -> list[str]:
+    """``system|code`` tokens of every code of the card's concepts, in table order."""
+    tokens: list[str] = []
+    for name in CARD_CONCEPTS:
+        for entry in mapping.concepts[name].codes:
+            systems = (entry.system,) if entry.system else mapping.research_code_systems
+            tokens += [f"{system}|{entry.code}" for system in systems]
+    return list(dict.fromkeys(tokens))
+
+
+def prefetch_templates(mapping: MappingConfig) -> dict[str, str]:
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "labs": (
+            "Observation?patient={{context.patientId}}&code="
+            + ",".join(lab_codes(mapping))
+            + f"&_sort=-date&_count={LAB_COUNT}"
+        ),
+        "conditions": "Condition?patient={{context.patientId}}&_count=100",
+    }
+
+
+def discovery(mapping: MappingConfig) -> dict[str, Any]:
+    templates = prefetch_templates(mapping)
+    return {
+        "services": [
+            {
+                "id": s.id,
+                "hook": s.hook,
+                "title": s.title,
+                "description": s.description,
+                "prefetch": templates,
+                "usageRequirements": s.usage_requirements,
+            }
+            for s in SERVICES
+        ]
+    }

@@ -1,0 +1,128 @@
+"""Parsing and checking a CDS Hooks request body (https://cds-hooks.hl7.org/2.0/#http-request).
+
+Unknown fields and ``extension`` objects are tolerated, as the spec asks; fields we use are
+type-checked and a wrong one is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cds_service.errors import BadRequest
+from fhir_mappings.bundles import FhirInputError, bundle_entries
+from fhir_mappings.observations import Resource
+
+ORDER_HOOKS = ("order-select", "order-sign")
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    hook: str
+    hook_instance: str
+    patient_id: str
+    user_id: str | None
+    encounter_id: str | None
+    draft_orders: list[tuple[Resource, str | None]]
+    selections: list[str] | None
+    fhir_server: str | None
+    access_token: str | None = field(repr=False)
+    fhir_scope: str | None
+    prefetch: Mapping[str, Any]
+    tenant: str | None = None
+    raw_context: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _optional(obj: Mapping[str, Any], key: str, where: str = "") -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{where}{key} must be a non-empty string", expression=[f"{where}{key}"])
+    return value
+
+
+def _required(obj: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = _optional(obj, key, where)
+    if value is None:
+        raise BadRequest(f"{where}{key} is required", expression=[f"{where}{key}"])
+    return value
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The request body as JSON, decimals exact; a 400 with the position when it is not JSON."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+
+
+def parse_hook_request(document: Any) -> HookRequest:
+    if not isinstance(document, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    hook = _required(document, "hook")
+    hook_instance = _required(document, "hookInstance")
+    context = document.get("context")
+    if not isinstance(context, Mapping):
+        raise BadRequest("context is required and must be an object", expression=["context"])
+    patient_id = _required(context, "patientId", "context.")
+    user_id = _optional(context, "userId", "context.")
+    encounter_id = _optional(context, "encounterId", "context.")
+    draft_orders: list[tuple[Resource, str | None]] = []
+    selections: list[str] | None = None
+    if hook in ORDER_HOOKS:
+        bundle = context.get("draftOrders")
+        if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
+            raise BadRequest("context.draftOrders must be a FHIR Bundle", expression=["context.draftOrders"])
+        try:
+            draft_orders = list(bundle_entries(bundle))
+        except FhirInputError as error:
+            raise BadRequest(f"context.draftOrders: {error}", expression=["context.draftOrders"]) from None
+        if hook == "order-select":
+            raw = context.get("selections")
+            if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+                raise BadRequest(
+                    "context.selections must be a list of references", expression=["context.selections"]
+                )
+            selections = list(raw)
+    fhir_server = _optional(document, "fhirServer")
+    access_token = scope = None
+    auth = document.get("fhirAuthorization")
+    if auth is not None:
+        if not isinstance(auth, Mapping):
+            raise BadRequest("fhirAuthorization must be an object", expression=["fhirAuthorization"])
+        access_token = _required(auth, "access_token", "fhirAuthorization.")
+        token_type = _required(auth, "token_type", "fhirAuthorization.")
+        if token_type.lower() != "bearer":
+            raise BadRequest(
+                "fhirAuthorization.token_type must be Bearer", expression=["fhirAuthorization.token_type"]
+            )
+        scope = _optional(auth, "scope", "fhirAuthorization.")
+        if fhir_server is None:
+            raise BadRequest("fhirAuthorization was sent without fhirServer", expression=["fhirServer"])
+    prefetch = document.get("prefetch", {})
+    if prefetch is None:
+        prefetch = {}
+    if not isinstance(prefetch, Mapping):
+        raise BadRequest("prefetch must be an object", expression=["prefetch"])
+    return HookRequest(
+        hook=hook,
+        hook_instance=hook_instance,
+        patient_id=patient_id,
+        user_id=user_id,
+        encounter_id=encounter_id,
+        draft_orders=draft_orders,
+        selections=selections,
+        fhir_server=fhir_server,
+        access_token=access_token,
+        fhir_scope=scope,
+        prefetch=prefetch,
+        raw_context=context,
+    )

@@ -1,0 +1,43 @@
+"""``ichis serve``: the service under gunicorn, configured from flags and ICHIS_* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from cds_service import create_app
+
+
+class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class (gunicorn has no hints)
+    """Gunicorn with our app factory; the app is built once in the master (preload) so that a
+    configuration error stops the start with one clear message instead of failing every worker."""
+
+    def __init__(self, options: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options)
+        self.overrides = dict(overrides or {})
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return create_app(self.overrides)
+
+
+def serve(host: str, port: int, workers: int, overrides: Mapping[str, Any] | None = None) -> None:
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "preload_app": True,
+        "worker_class": "sync",
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "accesslog": "-" if os.environ.get("ICHIS_ACCESS_LOG") else None,
+    }
+    IchisServer(options, overrides).run()

@@ -1,0 +1,178 @@
+"""HTTP endpoints of the CDS service: discovery, hooks and feedback. Parse, call, serialise."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from flask import Blueprint, Response, current_app, request
+
+from cds_service.cards import CardContext, build_card
+from cds_service.data import resolve
+from cds_service.declarations import BY_ID, discovery, prefetch_templates
+from cds_service.errors import BadRequest, UnknownService, UnsupportedMediaType
+from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json_body
+from cds_service.settings import Runtime
+from cds_service.store import FeedbackItem, Store
+from fhir_mappings.assessment import assess, assessment_json
+from fhir_mappings.medications import find_checkpoint_orders
+from fhir_mappings.scope import DiagnosisTable, Scope, assess_scope
+
+log = logging.getLogger("ichis.cds")
+blueprint = Blueprint("cds", __name__)
+
+JSON = "application/json"
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["ichis.runtime"]
+    return runtime
+
+
+def _json(payload: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype=JSON)
+
+
+def _body() -> Any:
+    mimetype = request.mimetype
+    if mimetype and mimetype not in (JSON, "application/fhir+json") and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON}), got {mimetype}")
+    return parse_json_body(request.get_data(cache=False))
+
+
+def _base_url() -> str:
+    configured = _runtime().settings.public_base_url
+    return (configured or request.host_url).rstrip("/")
+
+
+@blueprint.get("/cds-services")
+def list_services() -> Response:
+    """CDS Hooks discovery, generated from the service declarations."""
+    return _json(discovery(_runtime().mapping))
+
+
+@blueprint.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    declaration = BY_ID.get(service_id)
+    if declaration is None:
+        raise UnknownService(f"no CDS service with id '{service_id}'")
+    hook = parse_hook_request(_body())
+    if hook.hook not in ORDER_HOOKS:
+        raise BadRequest(
+            f"service '{service_id}' answers the order-select and order-sign hooks, not '{hook.hook}'",
+            expression=["hook"],
+        )
+    runtime = _runtime()
+    only = hook.selections if hook.hook == "order-select" else None
+    orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only)
+    if not orders:
+        log.info("no checkpoint-inhibitor order", extra={"hookInstance": hook.hook_instance})
+        return _json({"cards": []})
+    session: requests.Session = current_app.extensions["ichis.http"]
+    data = resolve(
+        hook,
+        prefetch_templates(runtime.mapping),
+        session,
+        runtime.settings.fhir_deadline_seconds,
+        runtime.settings.max_fhir_pages,
+    )
+    clock: Callable[[], datetime] = current_app.extensions["ichis.clock"]
+    at = clock()
+    assessment = assess(data.entries("labs"), at, runtime.mapping)
+    diagnoses: DiagnosisTable = current_app.extensions["ichis.diagnoses"]
+    scope = assess_scope(data.entries("conditions"), diagnoses)
+    if scope.scope is not Scope.NSCLC and runtime.settings.scope_policy == "suppress":
+        log.info("outside the derivation population: no card", extra={"hookInstance": hook.hook_instance})
+        return _json({"cards": []})
+    launch = runtime.settings.smart_launch_url
+    context = CardContext(
+        hook_instance=hook.hook_instance,
+        service_id=service_id,
+        patient_id=hook.patient_id,
+        orders=orders,
+        scope=scope,
+        launch_url=launch if "://" in launch else _base_url() + launch,
+        source_url=runtime.settings.source_url,
+        at=at,
+    )
+    card = build_card(assessment, context, runtime.mapping.lookback.days)
+    store: Store = current_app.extensions["ichis.store"]
+    store.record_card(
+        card_uuid=card["uuid"],
+        service_id=service_id,
+        hook=hook.hook,
+        hook_instance=hook.hook_instance,
+        patient_id=hook.patient_id,
+        summary=card["summary"],
+        score=assessment_json(assessment),
+        issued_at=at.isoformat(),
+    )
+    log.info(
+        "card issued",
+        extra={"hookInstance": hook.hook_instance, "prefetched": data.prefetched, "fetched": data.fetched},
+    )
+    return _json({"cards": [card]})
+
+
+def _feedback_items(document: Any) -> list[FeedbackItem]:
+    if not isinstance(document, Mapping) or not isinstance(document.get("feedback"), list):
+        raise BadRequest("the body must be an object with a 'feedback' array", expression=["feedback"])
+    items = []
+    for position, raw in enumerate(document["feedback"]):
+        where = f"feedback[{position}]"
+        if not isinstance(raw, Mapping):
+            raise BadRequest(f"{where} must be an object", expression=[where])
+        card, outcome, stamp = raw.get("card"), raw.get("outcome"), raw.get("outcomeTimestamp")
+        if not isinstance(card, str) or not card:
+            raise BadRequest(f"{where}.card must be the card's uuid", expression=[f"{where}.card"])
+        if outcome not in ("accepted", "overridden"):
+            raise BadRequest(
+                f"{where}.outcome must be accepted or overridden", expression=[f"{where}.outcome"]
+            )
+        if not isinstance(stamp, str) or not _is_timestamp(stamp):
+            raise BadRequest(
+                f"{where}.outcomeTimestamp must be an ISO 8601 time", expression=[f"{where}.outcomeTimestamp"]
+            )
+        accepted = raw.get("acceptedSuggestions") or []
+        if not isinstance(accepted, list) or not all(
+            isinstance(a, Mapping) and isinstance(a.get("id"), str) for a in accepted
+        ):
+            raise BadRequest(
+                f"{where}.acceptedSuggestions must be a list of {{id}}",
+                expression=[f"{where}.acceptedSuggestions"],
+            )
+        if outcome == "accepted" and not accepted:
+            raise BadRequest(
+                f"{where}: an accepted outcome needs acceptedSuggestions",
+                expression=[f"{where}.acceptedSuggestions"],
+            )
+        reason = raw.get("overrideReason")
+        if reason is not None and not isinstance(reason, Mapping):
+            raise BadRequest(
+                f"{where}.overrideReason must be an object", expression=[f"{where}.overrideReason"]
+            )
+        items.append(FeedbackItem(card, outcome, stamp, tuple(a["id"] for a in accepted), reason))
+    return items
+
+
+def _is_timestamp(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+@blueprint.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    if service_id not in BY_ID:
+        raise UnknownService(f"no CDS service with id '{service_id}'")
+    items = _feedback_items(_body())
+    store: Store = current_app.extensions["ichis.store"]
+    stored, duplicates = store.record_feedback(service_id, items, datetime.now(UTC).isoformat())
+    log.info("feedback", extra={"stored": stored, "duplicates": duplicates})
+    return _json({"received": len(items), "stored": stored, "duplicates": duplicates})

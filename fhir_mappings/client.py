@@ -1,0 +1,136 @@
+"""The one module that talks to FHIR servers: reads and searches with paging, under a deadline.
+
+Errors are mapped once, here, to ``FhirClientError`` subclasses that carry the server's
+OperationOutcome when it sent one. The bearer token is sent only to the server it belongs to:
+paging links that point elsewhere are refused, not followed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from fhir_mappings.bundles import loads
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirClientError(Exception):
+    """A FHIR request that did not give us the data; ``detail`` is safe to show a client."""
+
+    def __init__(
+        self, detail: str, status: int | None = None, outcome: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.outcome = outcome
+
+
+class FhirTimeout(FhirClientError):
+    """The deadline passed before the server answered."""
+
+
+class FhirUnreachable(FhirClientError):
+    """No connection, or the server failed (5xx)."""
+
+
+class FhirRefused(FhirClientError):
+    """The server refused the token or the query (401, 403, other 4xx)."""
+
+
+def same_origin(a: str, b: str) -> bool:
+    sa, sb = urlsplit(a), urlsplit(b)
+    return (sa.scheme, sa.hostname, sa.port or _default_port(sa.scheme)) == (
+        sb.scheme,
+        sb.hostname,
+        sb.port or _default_port(sb.scheme),
+    )
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+@dataclass
+class FhirClient:
+    """Requests against one FHIR base URL with one token, all within one deadline."""
+
+    base_url: str
+    token: str | None
+    session: requests.Session
+    deadline: float  # time.monotonic() value after which no request starts or waits
+    max_pages: int = 10
+
+    def _url(self, relative: str) -> str:
+        base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+        return urljoin(base, relative.lstrip("/"))
+
+    def get(self, url_or_path: str) -> Any:
+        """One GET; the JSON body with exact decimals."""
+        url = url_or_path if "://" in url_or_path else self._url(url_or_path)
+        if not same_origin(url, self.base_url):
+            raise FhirRefused(f"refused to follow a link to another server: {urlsplit(url).netloc}")
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise FhirTimeout("the deadline for FHIR call-backs passed")
+        headers = {"Accept": FHIR_JSON}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self.session.get(url, headers=headers, timeout=remaining)
+        except requests.Timeout:
+            raise FhirTimeout("the FHIR server did not answer within the deadline") from None
+        except requests.RequestException as error:
+            raise FhirUnreachable(f"the FHIR server could not be reached ({type(error).__name__})") from None
+        body: Any = None
+        try:
+            body = loads(response.content) if response.content else None
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            outcome = (
+                body if isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome" else None
+            )
+            kind = FhirUnreachable if response.status_code >= 500 else FhirRefused
+            raise kind(f"the FHIR server answered {response.status_code}", response.status_code, outcome)
+        if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
+            raise FhirUnreachable("the FHIR server answered with something that is not a FHIR resource")
+        return body
+
+    def follow_pages(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """A searchset with every page's entries, following ``next`` links on this server."""
+        entries = list(bundle.get("entry") or [])
+        pages = 1
+        current: Mapping[str, Any] = bundle
+        while (next_url := next_link(current)) is not None:
+            if pages >= self.max_pages:
+                raise FhirRefused(f"more than {self.max_pages} pages of results; narrow the query")
+            current = self.get(next_url)
+            if current.get("resourceType") != "Bundle":
+                raise FhirUnreachable("a paging link returned something that is not a Bundle")
+            entries.extend(current.get("entry") or [])
+            pages += 1
+        merged = {key: value for key, value in bundle.items() if key not in ("entry", "link")}
+        merged["entry"] = entries
+        return merged
+
+    def search(self, query: str) -> dict[str, Any]:
+        """A search or read; searches come back with all pages merged."""
+        body = self.get(query)
+        if body.get("resourceType") == "Bundle":
+            return self.follow_pages(body)
+        return dict(body)
+
+
+def next_link(bundle: Mapping[str, Any]) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            url: str = link["url"]
+            return url
+    return None
