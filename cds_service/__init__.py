@@ -13,13 +13,12 @@ import requests
 from flask import Flask
 
 from cds_service.errors import install_error_handlers
+from cds_service.logs import install_request_logging
+from cds_service.security import install_security
 from cds_service.settings import build_runtime, load_settings
 from cds_service.store import Store
 from cds_service.views import blueprint
-from fhir_mappings.scope import DiagnosisTable
-
-#: Largest request body accepted; a draft order Bundle with full prefetch is far below this.
-MAX_BODY_BYTES = 5 * 1024 * 1024
+from fhir_mappings.config import ConfigurationError
 
 
 def _now() -> datetime:
@@ -36,17 +35,21 @@ def create_app(
     settings = load_settings(overrides, environ)
     runtime = build_runtime(settings)
     app = Flask("cds_service")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["ichis.runtime"] = runtime
     app.extensions["ichis.clock"] = clock
     app.extensions["ichis.store"] = Store(settings.data_dir / "cds.sqlite")
-    app.extensions["ichis.diagnoses"] = DiagnosisTable(settings.site)
     session = requests.Session()
     # One connection pool for FHIR call-backs, reused across requests of this worker.
     adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     app.extensions["ichis.http"] = session
+    install_request_logging(app)
+    try:
+        install_security(app, runtime, session)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     app.register_blueprint(blueprint)
     install_error_handlers(app)
     return app

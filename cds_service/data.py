@@ -20,6 +20,9 @@ import requests
 
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.hook_request import HookRequest
+from cds_service.security import check_fhir_server
+from cds_service.settings import Settings
+from fhir_mappings.bundles import FhirInputError, resource_entries
 from fhir_mappings.client import FhirClient, FhirClientError, next_link
 from fhir_mappings.observations import Resource
 
@@ -40,13 +43,7 @@ class ResolvedData:
         value = self.values.get(key)
         if value is None:
             return []
-        if value.get("resourceType") == "Bundle":
-            return [
-                (e["resource"], e.get("fullUrl"))
-                for e in value.get("entry") or []
-                if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
-            ]
-        return [(value, None)]
+        return list(resource_entries(value))
 
 
 def fill_template(template: str, request: HookRequest) -> str:
@@ -75,8 +72,7 @@ def resolve(
     request: HookRequest,
     templates: Mapping[str, str],
     session: requests.Session,
-    deadline_seconds: float,
-    max_pages: int,
+    settings: Settings,
 ) -> ResolvedData:
     resolved = ResolvedData(values={})
     to_fetch: dict[str, str] = {}
@@ -90,6 +86,10 @@ def resolve(
             elif _is_outcome(value):
                 to_fetch[key] = fill_template(template, request)
             elif isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
+                try:
+                    list(resource_entries(value))  # a malformed Bundle is the client's error: 400
+                except FhirInputError as error:
+                    raise BadRequest(f"prefetch.{key}: {error}", expression=[f"prefetch.{key}"]) from None
                 if value.get("resourceType") == "Bundle" and next_link(value) is not None:
                     continue_paging[key] = value  # the client paginated: fetch the rest
                 else:
@@ -109,12 +109,13 @@ def resolve(
             f"prefetch key(s) {missing} were not provided (or were incomplete) and the request has no "
             "fhirServer to fetch them from"
         )
+    check_fhir_server(request.fhir_server, settings)
     client = FhirClient(
         base_url=request.fhir_server,
         token=request.access_token,
         session=session,
-        deadline=time.monotonic() + deadline_seconds,
-        max_pages=max_pages,
+        deadline=time.monotonic() + settings.fhir_deadline_seconds,
+        max_pages=settings.max_fhir_pages,
     )
     jobs: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=len(to_fetch) + len(continue_paging)) as pool:
@@ -125,8 +126,11 @@ def resolve(
         failures: list[str] = []
         for key, job in jobs.items():
             try:
-                resolved.values[key] = job.result()
+                resolved.values[key] = value = job.result()
+                list(resource_entries(value))
                 resolved.fetched.append(key)
+            except FhirInputError as error:
+                failures.append(f"{key}: the FHIR server sent a malformed Bundle ({error})")
             except FhirClientError as error:
                 if key == "patient" and error.status == 404:
                     resolved.values[key] = None  # a read that finds nothing: no data exists

@@ -14,8 +14,6 @@ from fhir_mappings.config import MappingConfig
 
 #: Concepts whose Observations the card needs (the two parts, and what derives IG#).
 CARD_CONCEPTS = ("neutrophils", "immature_granulocytes", "immature_granulocytes_percent", "leukocytes")
-#: Bound on the Observations prefetched: about 16 complete blood counts of the four concepts.
-LAB_COUNT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +64,22 @@ def lab_codes(mapping: MappingConfig) -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
-def prefetch_templates(mapping: MappingConfig) -> dict[str, str]:
+def prefetch_templates(mapping: MappingConfig, lab_count: int) -> dict[str, str]:
+    """The prefetch templates; ``lab_count`` bounds the Observations per page (100 is about 16
+    complete blood counts of the four concepts, several times the 14-day look-back)."""
     return {
         "patient": "Patient/{{context.patientId}}",
         "labs": (
             "Observation?patient={{context.patientId}}&code="
             + ",".join(lab_codes(mapping))
-            + f"&_sort=-date&_count={LAB_COUNT}"
+            + f"&_sort=-date&_count={lab_count}"
         ),
         "conditions": "Condition?patient={{context.patientId}}&_count=100",
     }
 
 
-def discovery(mapping: MappingConfig) -> dict[str, Any]:
-    templates = prefetch_templates(mapping)
+def discovery(mapping: MappingConfig, lab_count: int) -> dict[str, Any]:
+    templates = prefetch_templates(mapping, lab_count)
     return {
         "services": [
             {

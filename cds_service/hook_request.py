@@ -52,16 +52,34 @@ def _required(obj: Mapping[str, Any], key: str, where: str = "") -> str:
     return value
 
 
-def parse_json_body(body: bytes) -> Any:
+def _depth(document: Any) -> int:
+    """Nesting depth of a JSON value, computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in value.values())
+        elif isinstance(value, list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in value)
+    return deepest
+
+
+def parse_json_body(body: bytes, max_depth: int = 64) -> Any:
     """The request body as JSON, decimals exact; a 400 with the position when it is not JSON."""
     try:
-        return json.loads(body, parse_float=Decimal)
+        document = json.loads(body, parse_float=Decimal)
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
     except RecursionError:
         raise BadRequest("the request body is nested too deeply") from None
+    if _depth(document) > max_depth:
+        raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
+    return document
 
 
 def parse_hook_request(document: Any) -> HookRequest:

@@ -10,6 +10,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from cds_service import create_app
+from cds_service.logs import configure_logging
 
 
 class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class (gunicorn has no hints)
@@ -40,4 +41,5 @@ def serve(host: str, port: int, workers: int, overrides: Mapping[str, Any] | Non
         "graceful_timeout": 20,
         "accesslog": "-" if os.environ.get("ICHIS_ACCESS_LOG") else None,
     }
+    configure_logging(os.environ.get("ICHIS_LOG_LEVEL", "INFO"))
     IchisServer(options, overrides).run()

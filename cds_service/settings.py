@@ -10,8 +10,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cds_service.auth import TrustedIssuer, parse_issuers
+from cds_service.declarations import discovery, prefetch_templates
 from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping_config
 from fhir_mappings.medications import DrugTable
+from fhir_mappings.scope import DiagnosisTable
 
 SCOPE_POLICIES = ("caveat", "suppress")
 
@@ -34,8 +37,34 @@ class Settings:
     source_url: str = ""
     #: The site configuration file (lab codes, units, baseline rules, drugs); TOML.
     config_file: Path | None = None
-    #: Maximum FHIR resources followed through paging per prefetch key (a bound on call-backs).
+    #: Most pages followed per query when fetching or completing a paginated prefetch.
     max_fhir_pages: int = 10
+    #: Page size asked for in the lab prefetch template (``_count``): a bound on what is sent.
+    prefetch_lab_count: int = 100
+    #: "jwt": every hook and feedback call must carry a client JWT from a trusted issuer.
+    #: "off": development only, no authentication; a loud warning is logged at start.
+    auth_mode: str = "jwt"
+    #: Require the JWT on discovery too (the spec leaves discovery open; some hospitals do not).
+    auth_discovery: bool = False
+    #: Registered CDS clients: [{iss, jwks_url | jwks, jku_allow}] (TOML [[service.trusted_issuers]]
+    #: or JSON in ICHIS_TRUSTED_ISSUERS).
+    trusted_issuers: Any = None
+    #: Allowed clock difference when checking exp and iat, seconds.
+    clock_skew_seconds: float = 60.0
+    #: An unknown kid refreshes an issuer's key set at most this often, seconds.
+    jwks_min_refresh_seconds: float = 60.0
+    #: Where used jti values are remembered: empty for a SQLite file in data_dir, or a redis:// URL.
+    replay_store: str = ""
+    #: Browser origins allowed to call the service (CORS), e.g. ["https://ehr.example.org"].
+    cors_origins: tuple[str, ...] = ()
+    #: Allow http:// fhirServer URLs (development only; production EHRs must use https).
+    allow_http_fhir: bool = False
+    #: If set, fhirServer must be on one of these hosts (host or host:port): no call-backs elsewhere.
+    fhir_allowed_hosts: tuple[str, ...] = ()
+    #: Largest request body, bytes.
+    max_body_bytes: int = 2 * 1024 * 1024
+    #: Deepest JSON nesting accepted in a request body.
+    max_json_depth: int = 64
     site: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -54,6 +83,11 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
             if isinstance(raw, bool):
                 return raw
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if kind == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind == "Any":
+            return raw
     except (TypeError, ValueError):
         raise ConfigurationError(f"setting {name}: '{raw}' is not a valid {kind}") from None
     return str(raw)
@@ -100,6 +134,8 @@ def load_settings(
         raise ConfigurationError(f"scope_policy must be one of {', '.join(SCOPE_POLICIES)}")
     if settings.fhir_deadline_seconds <= 0:
         raise ConfigurationError("fhir_deadline_seconds must be positive")
+    if settings.auth_mode not in ("jwt", "off"):
+        raise ConfigurationError("auth_mode must be 'jwt' or 'off'")
     return settings
 
 
@@ -110,7 +146,27 @@ class Runtime:
     settings: Settings
     mapping: MappingConfig
     drugs: DrugTable
+    diagnoses: DiagnosisTable
+    templates: Mapping[str, str]
+    discovery: Mapping[str, Any]
+    issuers: tuple[TrustedIssuer, ...]
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    return Runtime(settings, load_mapping_config(settings.site), DrugTable(settings.site))
+    mapping = load_mapping_config(settings.site)
+    return Runtime(
+        settings=settings,
+        mapping=mapping,
+        drugs=DrugTable(settings.site),
+        diagnoses=DiagnosisTable(settings.site),
+        templates=prefetch_templates(mapping, settings.prefetch_lab_count),
+        discovery=discovery(mapping, settings.prefetch_lab_count),
+        issuers=tuple(_issuers(settings)),
+    )
+
+
+def _issuers(settings: Settings) -> list[TrustedIssuer]:
+    try:
+        return parse_issuers(settings.trusted_issuers)
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(f"trusted_issuers: {error}") from None

@@ -9,18 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from cds_service.cards import CardContext, build_card
 from cds_service.data import resolve
-from cds_service.declarations import BY_ID, discovery, prefetch_templates
+from cds_service.declarations import BY_ID
 from cds_service.errors import BadRequest, UnknownService, UnsupportedMediaType
 from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json_body
 from cds_service.settings import Runtime
 from cds_service.store import FeedbackItem, Store
 from fhir_mappings.assessment import assess, assessment_json
 from fhir_mappings.medications import find_checkpoint_orders
-from fhir_mappings.scope import DiagnosisTable, Scope, assess_scope
+from fhir_mappings.scope import Scope, assess_scope
 
 log = logging.getLogger("ichis.cds")
 blueprint = Blueprint("cds", __name__)
@@ -41,7 +41,7 @@ def _body() -> Any:
     mimetype = request.mimetype
     if mimetype and mimetype not in (JSON, "application/fhir+json") and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON}), got {mimetype}")
-    return parse_json_body(request.get_data(cache=False))
+    return parse_json_body(request.get_data(cache=False), _runtime().settings.max_json_depth)
 
 
 def _base_url() -> str:
@@ -52,7 +52,7 @@ def _base_url() -> str:
 @blueprint.get("/cds-services")
 def list_services() -> Response:
     """CDS Hooks discovery, generated from the service declarations."""
-    return _json(discovery(_runtime().mapping))
+    return _json(_runtime().discovery)
 
 
 @blueprint.post("/cds-services/<service_id>")
@@ -61,6 +61,7 @@ def call_service(service_id: str) -> Response:
     if declaration is None:
         raise UnknownService(f"no CDS service with id '{service_id}'")
     hook = parse_hook_request(_body())
+    g.hook_instance = hook.hook_instance
     if hook.hook not in ORDER_HOOKS:
         raise BadRequest(
             f"service '{service_id}' answers the order-select and order-sign hooks, not '{hook.hook}'",
@@ -70,23 +71,16 @@ def call_service(service_id: str) -> Response:
     only = hook.selections if hook.hook == "order-select" else None
     orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only)
     if not orders:
-        log.info("no checkpoint-inhibitor order", extra={"hookInstance": hook.hook_instance})
+        log.info("no checkpoint-inhibitor order", extra={"cards": 0})
         return _json({"cards": []})
     session: requests.Session = current_app.extensions["ichis.http"]
-    data = resolve(
-        hook,
-        prefetch_templates(runtime.mapping),
-        session,
-        runtime.settings.fhir_deadline_seconds,
-        runtime.settings.max_fhir_pages,
-    )
+    data = resolve(hook, runtime.templates, session, runtime.settings)
     clock: Callable[[], datetime] = current_app.extensions["ichis.clock"]
     at = clock()
     assessment = assess(data.entries("labs"), at, runtime.mapping)
-    diagnoses: DiagnosisTable = current_app.extensions["ichis.diagnoses"]
-    scope = assess_scope(data.entries("conditions"), diagnoses)
+    scope = assess_scope(data.entries("conditions"), runtime.diagnoses)
     if scope.scope is not Scope.NSCLC and runtime.settings.scope_policy == "suppress":
-        log.info("outside the derivation population: no card", extra={"hookInstance": hook.hook_instance})
+        log.info("outside the derivation population: no card", extra={"cards": 0})
         return _json({"cards": []})
     launch = runtime.settings.smart_launch_url
     context = CardContext(
@@ -113,7 +107,7 @@ def call_service(service_id: str) -> Response:
     )
     log.info(
         "card issued",
-        extra={"hookInstance": hook.hook_instance, "prefetched": data.prefetched, "fetched": data.fetched},
+        extra={"cards": 1, "prefetched": data.prefetched, "fetched": data.fetched},
     )
     return _json({"cards": [card]})
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fhir_mappings.observations import Resource, index_resources, reference_of
+from fhir_mappings.observations import Resource, codings, index_resources, reference_of, text_of
 
 #: MedicationRequest statuses that are not (or no longer) an order being placed.
 INACTIVE_ORDER_STATUSES = frozenset({"cancelled", "entered-in-error", "stopped", "completed"})
@@ -74,16 +74,13 @@ class DrugTable:
         if not isinstance(codeable, Mapping):
             return None
         texts: list[str] = []
-        for coding in codeable.get("coding") or ():
-            if not isinstance(coding, Mapping):
-                continue
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str):
+        for system, code, display in codings(codeable):
+            if system and code:
                 drug = self.codes.get((self._system(system), code))
                 if drug:
                     return drug, f"{_system_label(self._system(system))} {code}"
-            if isinstance(coding.get("display"), str):
-                texts.append(coding["display"])
+            if display:
+                texts.append(display)
         if isinstance(codeable.get("text"), str):
             texts.insert(0, codeable["text"])
         for text in texts:
@@ -151,7 +148,7 @@ def find_checkpoint_orders(
         ref = reference_of(resource, full_url)
         if wanted is not None and ref not in wanted and (full_url or "") not in wanted:
             continue
-        if resource.get("status") in INACTIVE_ORDER_STATUSES:
+        if text_of(resource, "status") in INACTIVE_ORDER_STATUSES:
             continue
         for codeable in _medication_of(resource, index):
             hit = table.match_codeable(codeable)

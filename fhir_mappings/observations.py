@@ -86,6 +86,12 @@ class Extraction:
 _NUMERIC_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*-?\d+(?:[.,]\d+)?\s*$")
 
 
+def text_of(resource: Resource, key: str) -> str | None:
+    """A string element, or None when it is absent or not a string (real data has both)."""
+    value = resource.get(key)
+    return value if isinstance(value, str) else None
+
+
 def reference_of(resource: Resource, full_url: str | None = None) -> str:
     """The literal reference by which others point at a resource (``Observation/123``)."""
     rid = resource.get("id")
@@ -110,13 +116,23 @@ def _decimal(value: Any) -> Decimal | None:
     return None
 
 
-def _codings(codeable: Any) -> Iterator[tuple[str | None, str | None]]:
+def codings(codeable: Any) -> Iterator[tuple[str | None, str | None, str | None]]:
+    """(system, code, display) of each Coding of a CodeableConcept; non-strings become None."""
     if not isinstance(codeable, Mapping):
         return
-    for coding in codeable.get("coding") or ():
+    raw = codeable.get("coding")
+    for coding in raw if isinstance(raw, list) else ():
         if isinstance(coding, Mapping):
-            system, code = coding.get("system"), coding.get("code")
-            yield (system if isinstance(system, str) else None, code if isinstance(code, str) else None)
+            yield _str(coding.get("system")), _str(coding.get("code")), _str(coding.get("display"))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _codings(codeable: Any) -> Iterator[tuple[str | None, str | None]]:
+    for system, code, _ in codings(codeable):
+        yield system, code
 
 
 def match_concept(codeable: Any, config: MappingConfig) -> tuple[Concept, CodeEntry] | None:
@@ -170,7 +186,7 @@ class _Reader:
         panel_when: When | None = None,
         panel_specimen: str | None = None,
     ) -> None:
-        status = obs.get("status")
+        status = text_of(obs, "status")
         root = match_concept(obs.get("code"), self.config)
         components = [c for c in obs.get("component") or () if isinstance(c, Mapping)]
         relevant = [(root, obs)] if root else []
@@ -371,7 +387,7 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
         if is_observation and resource.get("hasMember"):
             panels.append((resource, reference_of(resource, full_url)))
     for panel, panel_ref in panels:
-        if panel.get("status") in WITHDRAWN_STATUSES:
+        if text_of(panel, "status") in WITHDRAWN_STATUSES:
             continue
         try:
             panel_when = _effective(panel, config)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-from fhir_mappings.observations import Resource, reference_of
+from fhir_mappings.observations import Resource, codings, reference_of
 
 SNOMED = "http://snomed.info/sct"
 _DISCARDED = frozenset({"refuted", "entered-in-error"})
@@ -54,14 +54,11 @@ class DiagnosisTable:
         if not isinstance(codeable, Mapping):
             return False, False
         lung = small = False
-        texts = [codeable.get("text")] if isinstance(codeable.get("text"), str) else []
-        for coding in codeable.get("coding") or ():
-            if not isinstance(coding, Mapping):
-                continue
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(coding.get("display"), str):
-                texts.append(coding["display"])
-            if not isinstance(code, str):
+        texts = [codeable["text"]] if isinstance(codeable.get("text"), str) else []
+        for system, code, display in codings(codeable):
+            if display:
+                texts.append(display)
+            if code is None:
                 continue
             if system in self.icd10_systems and code.upper().replace(".", "").startswith(self.icd10_prefixes):
                 lung = True
@@ -114,9 +111,4 @@ def assess_scope(entries: Iterable[tuple[Resource, str | None]], table: Diagnosi
 
 
 def _code(codeable: Any) -> str | None:
-    if isinstance(codeable, Mapping):
-        for coding in codeable.get("coding") or ():
-            if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
-                code: str = coding["code"]
-                return code
-    return None
+    return next((code for _, code, _ in codings(codeable) if code), None)

@@ -7,9 +7,10 @@ loaded with PUT in one transaction, so loading twice replaces rather than duplic
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -328,3 +329,17 @@ def load(base_url: str, now: datetime, session: requests.Session | None = None) 
     )
     response.raise_for_status()
     return len(bundle["entry"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.demo_data --fhir URL``: load the demo patients into a FHIR server."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--fhir", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8090/fhir")
+    args = parser.parse_args(argv)
+    count = load(args.fhir, datetime.now(UTC))
+    print(f"loaded {count} demo resources ({len(PATIENTS)} patients) into {args.fhir}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

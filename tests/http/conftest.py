@@ -4,7 +4,7 @@ demo patients (the same records the integration tests load into HAPI)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,21 @@ def hook_body(
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[..., Flask]:
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Builds apps on one data directory (as restarts of one service) and closes their sessions."""
+    apps: list[Flask] = []
+
     def build(**overrides: Any) -> Flask:
         overrides.setdefault("data_dir", str(tmp_path / "var"))
         overrides.setdefault("public_base_url", "https://cds.example")
-        return create_app(overrides, clock=lambda: NOW, environ={})
+        overrides.setdefault("auth_mode", "off")  # the JWT rules have their own tests (test_auth.py)
+        app = create_app(overrides, clock=lambda: NOW, environ={})
+        apps.append(app)
+        return app
 
-    return build
+    yield build
+    for app in apps:
+        app.extensions["ichis.http"].close()
 
 
 @pytest.fixture

@@ -1,0 +1,302 @@
+"""Authentication of CDS clients by the JWT they send (CDS Hooks 2.0.1, "Trusting CDS Clients").
+
+https://cds-hooks.hl7.org/2.0/#trusting-cds-clients: the client signs a short-lived JWT with its
+private key; we check it against the key set of an issuer the hospital registered. Rules:
+
+- only asymmetric algorithms (ES*, RS*, PS*); never ``none``, never HMAC;
+- ``kid`` picks the key; key sets are cached, and an unknown ``kid`` triggers one refresh, at most
+  once per ``jwks_min_refresh_seconds`` per issuer (a flood of bad kids cannot hammer the EHR);
+- a ``jku`` header is honoured only if it is on the issuer's allow-list;
+- ``aud`` must equal the exact URL that was called; ``exp`` and ``iat`` are checked with a small
+  clock skew; ``jti`` is required and refused when seen before (replay cache shared by workers).
+
+Every failure raises ``AuthenticationFailed``; the caller gets a bare 401, the log gets the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+import requests
+
+log = logging.getLogger("ichis.auth")
+
+#: Asymmetric JWS algorithms we accept (RFC 7518); the spec recommends ES384 and RS384.
+ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+
+
+class AuthenticationFailed(Exception):
+    """Why a request was not authenticated: for the log, never for the caller."""
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """A CDS client a hospital registered: its ``iss`` and where its public keys are."""
+
+    iss: str
+    jwks_url: str | None = None
+    jwks: Mapping[str, Any] | None = None
+    jku_allow: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.jwks_url and not self.jwks:
+            raise ValueError(f"trusted issuer {self.iss}: give jwks_url or an inline jwks")
+
+
+def parse_issuers(raw: Any) -> list[TrustedIssuer]:
+    """Issuers from configuration: a list of {iss, jwks_url | jwks, jku_allow}."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, list):
+        raise ValueError("trusted_issuers must be a list of {iss, jwks_url or jwks, jku_allow}")
+    issuers = []
+    for item in raw:
+        if not isinstance(item, Mapping) or not isinstance(item.get("iss"), str):
+            raise ValueError("each trusted issuer needs an 'iss' string")
+        jwks = item.get("jwks")
+        if isinstance(jwks, str):
+            jwks = json.loads(jwks)
+        issuers.append(
+            TrustedIssuer(
+                iss=item["iss"],
+                jwks_url=item.get("jwks_url"),
+                jwks=jwks,
+                jku_allow=tuple(item.get("jku_allow", ())),
+            )
+        )
+    return issuers
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, jwt.PyJWK]
+    fetched_at: float
+    last_refresh_attempt: float
+
+
+@dataclass
+class KeySetCache:
+    """Public keys by (key set URL, kid), fetched on demand and refreshed on an unknown kid."""
+
+    session: requests.Session
+    ttl_seconds: float = 3600.0
+    min_refresh_seconds: float = 60.0
+    timeout_seconds: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    _sets: dict[str, _KeySet] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def _parse(document: Any, where: str) -> dict[str, jwt.PyJWK]:
+        if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+            raise AuthenticationFailed(f"{where} is not a JWK Set")
+        keys: dict[str, jwt.PyJWK] = {}
+        for raw in document["keys"]:
+            if not isinstance(raw, Mapping) or raw.get("kty") == "oct":
+                continue  # symmetric keys are never trusted
+            try:
+                key = jwt.PyJWK(dict(raw))
+            except (jwt.exceptions.PyJWKError, jwt.exceptions.InvalidKeyError):
+                continue
+            if key.key_id:
+                keys[key.key_id] = key
+        return keys
+
+    def _fetch(self, url: str) -> dict[str, jwt.PyJWK]:
+        try:
+            response = self.session.get(
+                url, timeout=self.timeout_seconds, headers={"Accept": "application/json"}
+            )
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as error:
+            raise AuthenticationFailed(f"cannot fetch key set {url}: {type(error).__name__}") from None
+        return self._parse(document, url)
+
+    def key(self, url: str, kid: str) -> jwt.PyJWK:
+        now = self.clock()
+        with self._lock:
+            entry = self._sets.get(url)
+            stale = entry is None or now - entry.fetched_at > self.ttl_seconds
+            may_refresh = entry is None or now - entry.last_refresh_attempt >= self.min_refresh_seconds
+            if entry is not None and kid in entry.keys and not stale:
+                return entry.keys[kid]
+            if not may_refresh:
+                if entry is not None and kid in entry.keys:
+                    return entry.keys[kid]
+                raise AuthenticationFailed(f"unknown kid {kid!r} for {url} (refresh rate-limited)")
+            if entry is not None:
+                entry.last_refresh_attempt = now
+            keys = self._fetch(url)
+            self._sets[url] = _KeySet(keys, now, now)
+            if kid not in keys:
+                raise AuthenticationFailed(f"unknown kid {kid!r} for {url}")
+            return keys[kid]
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._sets)
+
+
+class ReplayCache(Protocol):
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        """Record a jti; False if it was seen before (a replay)."""
+        ...
+
+
+class SqliteReplayCache:
+    """A jti cache in a SQLite file that every gunicorn worker opens: no extra server to run, and
+    the primary key makes "first use" atomic across processes."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_jti "
+                "(iss TEXT, jti TEXT, expires_at REAL, PRIMARY KEY (iss, jti))"
+            )
+        self._inserts = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        db = self._connect()
+        try:
+            self._inserts += 1
+            if self._inserts % 500 == 1:
+                db.execute("DELETE FROM seen_jti WHERE expires_at < ?", (self.clock(),))
+            try:
+                db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
+            except sqlite3.IntegrityError:
+                return False
+            return True
+        finally:
+            db.close()
+
+
+class RedisReplayCache:
+    """A jti cache in Redis (``SET NX`` with expiry), for deployments that run several hosts."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        import redis  # noqa: PLC0415 - optional dependency, imported only when configured
+
+        self.client = redis.Redis.from_url(url)
+        self.clock = clock
+
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        ttl = max(int(expires_at - self.clock()) + 1, 1)
+        return bool(self.client.set(f"ichis:jti:{iss}:{jti}", b"1", nx=True, ex=ttl))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called, once authenticated (for logs and audit)."""
+
+    iss: str
+    jti: str
+    tenant: str | None
+    kid: str
+
+
+@dataclass
+class Authenticator:
+    issuers: Mapping[str, TrustedIssuer]
+    keys: KeySetCache
+    replay: ReplayCache
+    clock_skew_seconds: float = 60.0
+    clock: Callable[[], float] = time.time
+
+    def _signing_key(self, header: Mapping[str, Any], issuer: TrustedIssuer) -> jwt.PyJWK:
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthenticationFailed("the JWT header has no kid")
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in issuer.jku_allow:
+                raise AuthenticationFailed(f"jku {jku!r} is not on the allow-list of {issuer.iss}")
+            return self.keys.key(jku, kid)
+        if issuer.jwks is not None:
+            keys = KeySetCache._parse(issuer.jwks, f"inline key set of {issuer.iss}")
+            if kid not in keys:
+                raise AuthenticationFailed(f"unknown kid {kid!r} in the inline key set of {issuer.iss}")
+            return keys[kid]
+        if issuer.jwks_url is None:
+            raise AuthenticationFailed(f"no key set for {issuer.iss}")
+        return self.keys.key(issuer.jwks_url, kid)
+
+    def authenticate(self, authorization: str | None, audience: str) -> Caller:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthenticationFailed("no Bearer token")
+        token = authorization[len("Bearer ") :].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.exceptions.DecodeError:
+            raise AuthenticationFailed("malformed JWT") from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise AuthenticationFailed(f"algorithm {alg!r} is not accepted")
+        iss = claims.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthenticationFailed(f"untrusted issuer {iss!r}")
+        key = self._signing_key(header, issuer)
+        if key.algorithm_name is not None and key.algorithm_name != alg and key.key_type in ("EC",):
+            # An EC key fixes its curve, hence its algorithm: P-384 signs ES384 only.
+            raise AuthenticationFailed(f"algorithm {alg} does not match the key {header.get('kid')!r}")
+        try:
+            verified = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=issuer.iss,
+                leeway=self.clock_skew_seconds,
+                options={"require": ["exp", "iat", "jti", "iss", "aud"]},
+            )
+        except jwt.exceptions.InvalidTokenError as error:
+            raise AuthenticationFailed(f"JWT rejected: {type(error).__name__}: {error}") from None
+        now = self.clock()
+        iat = verified["iat"]
+        if not isinstance(iat, (int, float)) or iat > now + self.clock_skew_seconds:
+            raise AuthenticationFailed("iat is in the future")
+        jti = verified["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise AuthenticationFailed("jti must be a non-empty string")
+        if not self.replay.first_use(issuer.iss, jti, float(verified["exp"]) + self.clock_skew_seconds):
+            raise AuthenticationFailed(f"jti {jti!r} was already used")
+        tenant = verified.get("tenant")
+        return Caller(issuer.iss, jti, tenant if isinstance(tenant, str) else None, str(header["kid"]))
+
+
+def build_authenticator(
+    issuers: Sequence[TrustedIssuer],
+    *,
+    session: requests.Session,
+    replay: ReplayCache,
+    clock_skew_seconds: float,
+    jwks_min_refresh_seconds: float,
+) -> Authenticator:
+    return Authenticator(
+        issuers={i.iss: i for i in issuers},
+        keys=KeySetCache(session, min_refresh_seconds=jwks_min_refresh_seconds),
+        replay=replay,
+        clock_skew_seconds=clock_skew_seconds,
+    )
