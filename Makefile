@@ -21,7 +21,7 @@ lint: bootstrap
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	scripts/run-tests
 
 unit: bootstrap
 	$(BIN)/pytest tests/unit

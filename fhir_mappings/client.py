@@ -73,7 +73,8 @@ class FhirClient:
 
     def get(self, url_or_path: str) -> Any:
         """One GET; the JSON body with exact decimals."""
-        url = url_or_path if "://" in url_or_path else self._url(url_or_path)
+        absolute = url_or_path.startswith(("http://", "https://"))  # queries may contain "://" too
+        url = url_or_path if absolute else self._url(url_or_path)
         if not same_origin(url, self.base_url):
             raise FhirRefused(f"refused to follow a link to another server: {urlsplit(url).netloc}")
         remaining = self.deadline - time.monotonic()

@@ -114,6 +114,12 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cohort(args: argparse.Namespace) -> int:
+    from cohort.cli import main as cohort_main
+
+    return cohort_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ichis",
@@ -139,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="worker processes (ICHIS_WORKERS, default 2)")
     run.add_argument("--config", help="site configuration, TOML (ICHIS_CONFIG_FILE)")
     run.set_defaults(handler=_serve)
+    # The cohort tool parses its own arguments (extract, analyze, synth); every token goes to it.
+    cohort = commands.add_parser(
+        "cohort",
+        help="cohort validation: extract a table from Bulk Data, survival analysis, synthetic data",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    cohort.add_argument("args", nargs=argparse.REMAINDER)
+    cohort.set_defaults(handler=_cohort)
     return parser
 
 

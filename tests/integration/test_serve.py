@@ -1,0 +1,83 @@
+"""`ichis serve` as an operator starts it: gunicorn, settings from ICHIS_* variables, and the
+README's curl example answered with a card."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from sandbox.hapi_server import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).parent.parent.parent
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ICHIS_AUTH_MODE": "off",
+        "ICHIS_ALLOW_HTTP_FHIR": "true",
+        "ICHIS_DATA_DIR": str(tmp_path),
+        "ICHIS_PORT": str(port),
+        "ICHIS_WORKERS": "2",
+    }
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "ichis_cli", "serve"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/cds-services", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("ichis serve did not answer: " + (tmp_path / "serve.log").read_text())
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_the_readme_curl_example_gets_the_ichis_2_card(served: str, demo_fhir: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^curl .*cds-services/ichis-prognosis.*$", readme, re.M)
+    assert command is not None, "the README shows the curl example"
+    assert "-d @examples/order-select.json" in command[0]
+    body = json.loads((ROOT / "examples/order-select.json").read_text())
+    # The example names the README's HAPI port (8090, also what .ci/run uses); a test run with its
+    # own HAPI on another port points the example there.
+    body["fhirServer"] = demo_fhir
+    response = requests.post(f"{served}/cds-services/ichis-prognosis", json=body, timeout=30)
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    assert card["summary"].startswith("IChIS 2 of 2")
+    assert response.headers["X-Request-ID"]
+
+
+def test_a_bad_configuration_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text("[service]\nscope_policy = 'sometimes'\n")
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "ichis_cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 4
+    assert done.stderr.strip() == "ichis: configuration: scope_policy must be one of caveat, suppress"
