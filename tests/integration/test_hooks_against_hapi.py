@@ -154,7 +154,7 @@ class RecordingProxy:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 outer.seen.append((self.path, self.headers.get("Authorization")))
                 target = f"{upstream_parts.scheme}://{upstream_parts.netloc}{self.path}"
                 reply = requests.get(

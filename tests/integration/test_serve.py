@@ -33,7 +33,7 @@ def served(tmp_path: Path) -> Iterator[str]:
         "ICHIS_WORKERS": "2",
     }
     log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - our own command
+    process = subprocess.Popen(
         [sys.executable, "-m", "ichis_cli", "serve"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
     )
     base = f"http://127.0.0.1:{port}"
