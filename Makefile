@@ -5,9 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test lint unit demo clean
+.PHONY: bootstrap system-deps test lint unit demo clean
 
-bootstrap: $(VENV)/.installed
+bootstrap: $(VENV)/.installed system-deps
+
+# Browser tests drive Debian's chromium; Java 17 and Maven build the HAPI FHIR server.
+system-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

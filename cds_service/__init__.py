@@ -12,6 +12,8 @@ from typing import Any
 import requests
 from flask import Flask
 
+from cds_service.audit import AuditDeliverer, AuditSpool
+from cds_service.auditing import install_auditing
 from cds_service.errors import install_error_handlers
 from cds_service.logs import install_request_logging
 from cds_service.security import install_security
@@ -45,11 +47,31 @@ def create_app(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     app.extensions["ichis.http"] = session
+    spool = AuditSpool(settings.data_dir / "audit.sqlite")
+    repository = settings.audit_fhir_url if settings.audit_fhir_url not in ("", "ehr") else None
+    deliverer = AuditDeliverer(
+        spool,
+        requests.Session(),
+        repository=repository,
+        token=settings.audit_token or None,
+        retry_max_seconds=settings.audit_retry_max_seconds,
+        poll_seconds=settings.audit_poll_seconds,
+    )
+    app.extensions["ichis.audit.spool"] = spool
+    app.extensions["ichis.audit.deliverer"] = deliverer
     install_request_logging(app)
     try:
         install_security(app, runtime, session)
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     app.register_blueprint(blueprint)
+    install_auditing(app, settings, spool, deliverer, clock)
     install_error_handlers(app)
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop the audit deliverer and close connection pools (tests, and worker exit)."""
+    app.extensions["ichis.audit.deliverer"].stop()
+    app.extensions["ichis.audit.deliverer"].session.close()
+    app.extensions["ichis.http"].close()

@@ -38,6 +38,8 @@ class ResolvedData:
     #: Keys that came from the request's prefetch, and keys we fetched ourselves.
     prefetched: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
+    #: The relative queries the service itself ran, by key (recorded in the audit trail).
+    queries: dict[str, str] = field(default_factory=dict)
 
     def entries(self, key: str) -> list[tuple[Resource, str | None]]:
         value = self.values.get(key)
@@ -120,6 +122,7 @@ def resolve(
     jobs: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=len(to_fetch) + len(continue_paging)) as pool:
         for key, query in to_fetch.items():
+            resolved.queries[key] = query
             jobs[key] = pool.submit(client.search, query)
         for key, bundle in continue_paging.items():
             jobs[key] = pool.submit(client.follow_pages, bundle)

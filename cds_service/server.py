@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from cds_service import create_app
+from cds_service import close_app, create_app
 from cds_service.logs import configure_logging
 
 
@@ -31,6 +31,19 @@ class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class 
         return create_app(self.overrides)
 
 
+def _post_worker_init(worker: Any) -> None:
+    """Start audit delivery in each worker at once: a restarted service delivers what its spool
+    holds even before the first request arrives."""
+    worker.wsgi.extensions["ichis.audit.deliverer"].ensure_running()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    """Let the deliverer finish the record in flight; what is left stays in the spool."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        close_app(app)
+
+
 def serve(host: str, port: int, workers: int, overrides: Mapping[str, Any] | None = None) -> None:
     options = {
         "bind": f"{host}:{port}",
@@ -40,6 +53,8 @@ def serve(host: str, port: int, workers: int, overrides: Mapping[str, Any] | Non
         "timeout": 30,
         "graceful_timeout": 20,
         "accesslog": "-" if os.environ.get("ICHIS_ACCESS_LOG") else None,
+        "post_worker_init": _post_worker_init,
+        "worker_exit": _worker_exit,
     }
     configure_logging(os.environ.get("ICHIS_LOG_LEVEL", "INFO"))
     IchisServer(options, overrides).run()

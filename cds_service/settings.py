@@ -65,6 +65,15 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     #: Deepest JSON nesting accepted in a request body.
     max_json_depth: int = 64
+    #: Where AuditEvents go: a FHIR base URL (an audit repository), "ehr" for each call's own
+    #: fhirServer, or empty to keep them in the spool until a repository is configured.
+    audit_fhir_url: str = ""
+    #: Bearer token for the audit repository (ICHIS_AUDIT_TOKEN); never logged.
+    audit_token: str = field(default="", repr=False)
+    #: Longest wait between two delivery attempts of one record, seconds (backoff doubles up to it).
+    audit_retry_max_seconds: float = 300.0
+    #: How often the deliverer looks for due records when idle, seconds.
+    audit_poll_seconds: float = 1.0
     site: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, current_app, g, request
 
+from cds_service.auditing import note
 from cds_service.cards import CardContext, build_card
 from cds_service.data import resolve
 from cds_service.declarations import BY_ID
@@ -18,7 +19,7 @@ from cds_service.errors import BadRequest, UnknownService, UnsupportedMediaType
 from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json_body
 from cds_service.settings import Runtime
 from cds_service.store import FeedbackItem, Store
-from fhir_mappings.assessment import assess, assessment_json
+from fhir_mappings.assessment import Assessment, assess, assessment_json
 from fhir_mappings.medications import find_checkpoint_orders
 from fhir_mappings.scope import Scope, assess_scope
 
@@ -62,6 +63,13 @@ def call_service(service_id: str) -> Response:
         raise UnknownService(f"no CDS service with id '{service_id}'")
     hook = parse_hook_request(_body())
     g.hook_instance = hook.hook_instance
+    note(
+        hook_instance=hook.hook_instance,
+        hook=hook.hook,
+        user=hook.user_id,
+        patient_id=hook.patient_id,
+        fhir_server=hook.fhir_server,
+    )
     if hook.hook not in ORDER_HOOKS:
         raise BadRequest(
             f"service '{service_id}' answers the order-select and order-sign hooks, not '{hook.hook}'",
@@ -70,16 +78,30 @@ def call_service(service_id: str) -> Response:
     runtime = _runtime()
     only = hook.selections if hook.hook == "order-select" else None
     orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only)
+    note(orders=[o.order for o in orders])
     if not orders:
+        note(outcome_text="no checkpoint-inhibitor order: no card")
         log.info("no checkpoint-inhibitor order", extra={"cards": 0})
         return _json({"cards": []})
     session: requests.Session = current_app.extensions["ichis.http"]
     data = resolve(hook, runtime.templates, session, runtime.settings)
+    note(queries=list(data.queries.values()))
     clock: Callable[[], datetime] = current_app.extensions["ichis.clock"]
     at = clock()
     assessment = assess(data.entries("labs"), at, runtime.mapping)
     scope = assess_scope(data.entries("conditions"), runtime.diagnoses)
+    result = assessment.result
+    note(
+        observations=_observations_used(assessment),
+        score=result.score,
+        lower=result.lower,
+        upper=result.upper,
+        status_of_score=result.status.value,
+    )
     if scope.scope is not Scope.NSCLC and runtime.settings.scope_policy == "suppress":
+        note(
+            outcome_text="outside the derivation population: card suppressed by policy", status_of_score=None
+        )
         log.info("outside the derivation population: no card", extra={"cards": 0})
         return _json({"cards": []})
     launch = runtime.settings.smart_launch_url
@@ -105,11 +127,22 @@ def call_service(service_id: str) -> Response:
         score=assessment_json(assessment),
         issued_at=at.isoformat(),
     )
+    note(card_uuid=card["uuid"], outcome_text="card issued")
     log.info(
         "card issued",
         extra={"cards": 1, "prefetched": data.prefetched, "fetched": data.fetched},
     )
     return _json({"cards": [card]})
+
+
+def _observations_used(assessment: Assessment) -> list[str]:
+    """References of every Observation the score read, derived inputs included."""
+    refs: list[str] = []
+    for part in assessment.result.parts.values():
+        if part.measurement is not None:
+            refs.append(part.measurement.source.reference)
+            refs.extend(source.reference for source in part.measurement.derived_from)
+    return list(dict.fromkeys(refs))
 
 
 def _feedback_items(document: Any) -> list[FeedbackItem]:
@@ -168,5 +201,25 @@ def feedback(service_id: str) -> Response:
     items = _feedback_items(_body())
     store: Store = current_app.extensions["ichis.store"]
     stored, duplicates = store.record_feedback(service_id, items, datetime.now(UTC).isoformat())
+    audited = []
+    for item in items:
+        issued = store.card(item.card) or {}
+        reason = item.override_reason or {}
+        raw_coding = reason.get("reason")
+        coding: Mapping[str, Any] = raw_coding if isinstance(raw_coding, Mapping) else {}
+        audited.append(
+            {
+                "card": item.card,
+                "outcome": item.outcome,
+                "outcome_timestamp": item.outcome_timestamp,
+                "hook_instance": issued.get("hook_instance"),
+                "patient_id": issued.get("patient_id"),
+                "override_code": coding.get("code") if isinstance(coding.get("code"), str) else None,
+                "override_display": coding.get("display") if isinstance(coding.get("display"), str) else None,
+                "user_comment_given": bool(reason.get("userComment")),
+                "accepted_suggestions": list(item.accepted_suggestions),
+            }
+        )
+    note(feedback=audited)
     log.info("feedback", extra={"stored": stored, "duplicates": duplicates})
     return _json({"received": len(items), "stored": stored, "duplicates": duplicates})

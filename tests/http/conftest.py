@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_service import create_app
+from cds_service import close_app, create_app
 from fhir_mappings.bundles import dumps, loads
 from sandbox import demo_data
 
@@ -129,7 +129,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in apps:
-        app.extensions["ichis.http"].close()
+        close_app(app)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ json_values = st.recursive(
 
 @pytest.fixture(scope="module")
 def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
-    from cds_service import create_app
+    from cds_service import close_app, create_app
 
     app = create_app(
         {
@@ -49,7 +49,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClien
         environ={},
     )
     yield app.test_client()
-    app.extensions["ichis.http"].close()
+    close_app(app)
 
 
 VALID = hook_body("ichis-demo-2")

@@ -113,6 +113,9 @@ public class HapiSandboxApplication {
 		s.setEnableBulkExportJobReuse(false);
 		s.setJobFastTrackingEnabled(true);
 		s.setBulkExportFileMaximumCapacity(bulkExportFileMaxResources);
+		// Audit records reference users, orders and patients that may live on another server (the
+		// EHR's), as an audit repository must accept; reads still resolve what exists.
+		s.setEnforceReferentialIntegrityOnWrite(false);
 		// Nothing we do not need.
 		s.setMarkResourcesForReindexingUponSearchParameterChange(false);
 		s.setEnableTaskPreExpandValueSets(false);

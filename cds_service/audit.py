@@ -1,0 +1,283 @@
+"""Audit delivery without loss: a durable local spool (SQLite) and a background deliverer.
+
+The request path only inserts the AuditEvent into the spool (one local write) and returns. A
+thread in each worker process delivers due records to the audit FHIR server with ``PUT
+AuditEvent/{id}``: the id is derived from the hookInstance, so a retry after a lost response
+updates the same resource instead of creating a duplicate. Failures back off exponentially
+(with jitter) up to ``audit_retry_max_seconds``; records survive outages and restarts because
+they leave the spool only once the server has confirmed them. Workers claim rows before sending,
+so two processes do not send the same record at the same moment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from fhir_mappings.bundles import dumps
+
+log = logging.getLogger("ichis.audit")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    id TEXT PRIMARY KEY,
+    resource TEXT NOT NULL,
+    target TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    claimed_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    -- 1 when the server refused the record for good (a 4xx): kept, not retried, shown in stats.
+    rejected INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    depth: int  # records not yet delivered, rejected ones included
+    oldest_age_seconds: float | None
+    delivered: int
+    failures: int
+    rejected: int  # records the server refused for good: they need an operator
+
+
+class AuditSpool:
+    """The SQLite spool every worker shares; ``put`` is the only call on the request path."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+            yield db
+        finally:
+            db.close()
+
+    def put(self, resource: Mapping[str, Any], target: str) -> None:
+        """Spool one AuditEvent for ``target`` (a FHIR base URL); the same id is kept once."""
+        now = self.clock()
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO spool (id, resource, target, created, next_attempt) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (resource["id"], dumps(resource), target, now, now),
+            )
+
+    def claim(
+        self, limit: int, lease_seconds: float, *, with_default_target: bool
+    ) -> list[tuple[str, dict[str, Any], str, int]]:
+        """Due records, leased to this process for ``lease_seconds``. Records with an empty target
+        go to the configured audit repository, so they are claimed only when one is configured."""
+        now = self.clock()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT id, resource, target, attempts FROM spool "
+                "WHERE next_attempt <= ? AND claimed_until <= ? AND rejected = 0 AND (target != '' OR ?) "
+                "ORDER BY created LIMIT ?",
+                (now, now, with_default_target, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE spool SET claimed_until = ? WHERE id = ?",
+                [(now + lease_seconds, row[0]) for row in rows],
+            )
+            db.execute("COMMIT")
+        return [(row[0], json.loads(row[1]), row[2], row[3]) for row in rows]
+
+    def delivered(self, record_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM spool WHERE id = ?", (record_id,))
+            self._count(db, "delivered")
+
+    def failed(self, record_id: str, attempts: int, error: str, retry_max_seconds: float) -> None:
+        # Exponential backoff with jitter (not security-relevant randomness), capped.
+        backoff = min(retry_max_seconds, 0.5 * 2 ** min(attempts, 20)) * (0.5 + random.random() / 2)  # noqa: S311
+        with self._connect() as db:
+            db.execute(
+                "UPDATE spool SET attempts = ?, next_attempt = ?, claimed_until = 0, last_error = ? "
+                "WHERE id = ?",
+                (attempts + 1, self.clock() + backoff, error[:500], record_id),
+            )
+            self._count(db, "failures")
+
+    def rejected(self, record_id: str, error: str) -> None:
+        """The server refused the record (e.g. 400): retrying cannot help; keep it for an operator."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE spool SET rejected = 1, claimed_until = 0, last_error = ? WHERE id = ?",
+                (error[:500], record_id),
+            )
+            self._count(db, "failures")
+
+    def retry_rejected(self) -> int:
+        """Put rejected records back in the queue (after the operator fixed the repository)."""
+        with self._connect() as db:
+            return db.execute("UPDATE spool SET rejected = 0, next_attempt = 0 WHERE rejected = 1").rowcount
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, name: str) -> None:
+        db.execute(
+            "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,)
+        )
+
+    def pending_ids(self) -> list[str]:
+        """Ids of every record not yet delivered, oldest first."""
+        with self._connect() as db:
+            return [row[0] for row in db.execute("SELECT id FROM spool ORDER BY created")]
+
+    def stats(self) -> SpoolStats:
+        with self._connect() as db:
+            depth, oldest, rejected = db.execute(
+                "SELECT COUNT(*), MIN(created), COALESCE(SUM(rejected), 0) FROM spool"
+            ).fetchone()
+            counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+        age = self.clock() - oldest if oldest is not None else None
+        return SpoolStats(depth, age, counters.get("delivered", 0), counters.get("failures", 0), rejected)
+
+    def writable(self) -> bool:
+        try:
+            with self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        return True
+
+
+class AuditDeliverer:
+    """Background delivery of spooled AuditEvents; one thread per worker process."""
+
+    def __init__(
+        self,
+        spool: AuditSpool,
+        session: requests.Session,
+        *,
+        repository: str | None = None,
+        token: str | None = None,
+        retry_max_seconds: float = 300.0,
+        poll_seconds: float = 1.0,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.spool = spool
+        self.session = session
+        self.repository = repository
+        self.token = token
+        self.retry_max_seconds = retry_max_seconds
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        """Start the thread in this process (after a fork the parent's thread does not exist)."""
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="audit-delivery", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.deliver_due()
+            except Exception:
+                log.exception("audit delivery loop failed; retrying")
+                sent = 0
+            if not sent:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+    def deliver_due(self, limit: int = 50) -> int:
+        """Send what is due now; returns how many were delivered."""
+        delivered = 0
+        due = self.spool.claim(limit, self.timeout_seconds * 3, with_default_target=bool(self.repository))
+        for record_id, resource, target, attempts in due:
+            if self._stop.is_set():
+                break
+            destination = target or self.repository or ""
+            # The audit repository's token goes only to the repository, never to an EHR's server.
+            error, permanent = self._send(
+                destination, record_id, resource, self.token if not target else None
+            )
+            if error is None:
+                self.spool.delivered(record_id)
+                delivered += 1
+            elif permanent:
+                self.spool.rejected(record_id, error)
+                log.error("audit record refused by the server; kept in the spool", extra={"reason": error})
+            else:
+                self.spool.failed(record_id, attempts, error, self.retry_max_seconds)
+                log.warning("audit delivery failed; will retry", extra={"reason": error})
+        return delivered
+
+    def _send(
+        self, target: str, record_id: str, resource: Mapping[str, Any], token: str | None
+    ) -> tuple[str | None, bool]:
+        """(error or None, whether the error is permanent)."""
+        headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = f"{target.rstrip('/')}/AuditEvent/{record_id}"
+        try:
+            response = self.session.put(
+                url, data=dumps(resource).encode(), headers=headers, timeout=self.timeout_seconds
+            )
+        except requests.RequestException as error:
+            return f"{type(error).__name__} sending to {target}", False
+        if response.status_code in (200, 201):
+            return None, False
+        detail = _diagnostics(response)
+        permanent = 400 <= response.status_code < 500 and response.status_code not in (
+            401,
+            403,
+            408,
+            409,
+            429,
+        )
+        return f"{target} answered {response.status_code}{detail}", permanent
+
+
+def _diagnostics(response: requests.Response) -> str:
+    try:
+        issues = response.json().get("issue") or []
+        return f": {issues[0].get('diagnostics', '')}"[:300] if issues else ""
+    except ValueError:
+        return ""

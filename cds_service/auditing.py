@@ -1,0 +1,130 @@
+"""Turning each hook call and each feedback item into a spooled AuditEvent.
+
+Views note what they learn in ``flask.g.audit``; after the response is made (whatever its status,
+errors included) the record is built by ``fhir_mappings.audit`` and put in the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from cds_service.audit import AuditDeliverer, AuditSpool
+from cds_service.settings import Settings
+from fhir_mappings.audit import FeedbackAuditFacts, HookAuditFacts, feedback_audit_event, hook_audit_event
+
+log = logging.getLogger("ichis.audit")
+
+HOOK_ENDPOINT = "cds.call_service"
+FEEDBACK_ENDPOINT = "cds.feedback"
+
+
+def note(**facts: Any) -> None:
+    """Record facts about the current call for its audit record."""
+    if "audit" not in g:
+        g.audit = {}
+    g.audit.update(facts)
+
+
+def _service_url(settings: Settings) -> str:
+    return (settings.public_base_url or request.host_url).rstrip("/") + "/cds-services"
+
+
+def install_auditing(
+    app: Flask,
+    settings: Settings,
+    spool: AuditSpool,
+    deliverer: AuditDeliverer,
+    clock: Callable[[], datetime],
+) -> None:
+    @app.before_request
+    def _start_deliverer() -> None:
+        deliverer.ensure_running()  # in this worker process (gunicorn forks after the app is built)
+
+    @app.after_request
+    def _audit(response: Response) -> Response:
+        if request.endpoint not in (HOOK_ENDPOINT, FEEDBACK_ENDPOINT):
+            return response
+        try:
+            _spool_records(response, settings, spool, clock)
+            deliverer.wake()
+        except Exception:
+            # Losing an audit record silently is worse than failing the call: the error surfaces.
+            log.exception("could not spool the audit record")
+            raise
+        return response
+
+
+def _target(settings: Settings, facts: dict[str, Any]) -> str:
+    """Empty: the configured audit repository (resolved at delivery). 'ehr': this call's server."""
+    if settings.audit_fhir_url == "ehr":
+        return str(facts.get("fhir_server") or "")
+    return ""
+
+
+def _spool_records(
+    response: Response, settings: Settings, spool: AuditSpool, clock: Callable[[], datetime]
+) -> None:
+    facts: dict[str, Any] = dict(g.get("audit", {}))
+    caller = g.get("caller")
+    iss, tenant, jti = (caller.iss, caller.tenant, caller.jti) if caller else (None, None, None)
+    service_id = (request.view_args or {}).get("service_id", "")
+    now = clock()
+    if request.endpoint == FEEDBACK_ENDPOINT:
+        for item in facts.get("feedback", []):
+            event = feedback_audit_event(
+                FeedbackAuditFacts(
+                    card_uuid=item["card"],
+                    hook_instance=item.get("hook_instance"),
+                    service_id=service_id,
+                    outcome=item["outcome"],
+                    outcome_timestamp=item["outcome_timestamp"],
+                    recorded=now,
+                    service_url=_service_url(settings),
+                    iss=iss,
+                    tenant=tenant,
+                    patient_id=item.get("patient_id"),
+                    override_code=item.get("override_code"),
+                    override_display=item.get("override_display"),
+                    user_comment_given=bool(item.get("user_comment_given")),
+                    accepted_suggestions=tuple(item.get("accepted_suggestions", ())),
+                )
+            )
+            spool.put(event, _target(settings, facts))
+        return
+    hook_instance = facts.get("hook_instance") or f"request-{g.get('request_id') or uuid.uuid4()}"
+    if response.status_code >= 400 and not facts.get("outcome_text"):
+        body = response.get_json(silent=True) or {}
+        issues = body.get("issue") or [{}]
+        facts["outcome_text"] = f"HTTP {response.status_code}: {issues[0].get('diagnostics', '')}".strip()
+    event = hook_audit_event(
+        HookAuditFacts(
+            hook_instance=hook_instance,
+            hook=facts.get("hook", "unknown"),
+            service_id=service_id,
+            recorded=now,
+            status=response.status_code,
+            outcome_text=facts.get("outcome_text") or f"HTTP {response.status_code}",
+            service_url=_service_url(settings),
+            iss=iss,
+            tenant=tenant,
+            jti=jti,
+            user=facts.get("user"),
+            patient_id=facts.get("patient_id"),
+            orders=tuple(facts.get("orders", ())),
+            observations=tuple(facts.get("observations", ())),
+            queries=tuple(facts.get("queries", ())),
+            card_uuid=facts.get("card_uuid"),
+            score=facts.get("score"),
+            lower=facts.get("lower"),
+            upper=facts.get("upper"),
+            status_of_score=facts.get("status_of_score"),
+            fhir_base=facts.get("fhir_server"),
+        )
+    )
+    spool.put(event, _target(settings, facts))

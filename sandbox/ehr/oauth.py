@@ -1,0 +1,416 @@
+"""The sandbox's OAuth2 authorization server for SMART App Launch 2.2, built on Authlib.
+
+Authlib does the OAuth: the authorization-code grant, client authentication, PKCE, token
+responses, OpenID Connect id tokens. This module adds what SMART asks of an EHR:
+
+- ``aud`` must be the EHR's FHIR base URL;
+- a ``launch`` id minted by the EHR carries patient, encounter and the card's ``appContext``;
+  the ``launch`` scope without a launch id is refused; a standalone ``launch/patient`` request
+  gets a patient picker;
+- PKCE with S256 on every request; ``plain`` and a missing challenge are refused;
+- exact redirect URIs: an unregistered one gets an error page, never a redirect;
+- one-time codes that expire within a minute (``code_ttl``);
+- the token response carries ``patient``, ``encounter``, ``need_patient_banner``,
+  ``smart_style_url``, ``fhirContext``, ``appContext`` (and ``tenant`` when set).
+
+Consent is approved automatically for the one **sandbox user** (``user_id``, ``user_name``):
+the simulated clinician who is always logged in to this EHR. No login page.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
+    AuthorizationCodeGrant,
+    ClientMixin,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
+from authlib.oauth2.rfc6750 import BearerTokenGenerator  # type: ignore[import-untyped]
+from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
+from authlib.oidc.core.grants import OpenIDCode  # type: ignore[import-untyped]
+from flask import Blueprint, Response, render_template, request
+
+from sandbox.ehr.access import grant_scopes
+from sandbox.ehr.display import patient_name
+from sandbox.ehr.errors import BadRequest
+from sandbox.ehr.settings import RegisteredClient, Settings
+from sandbox.ehr.store import AuthorizationCodeRecord, LaunchContext, TokenRecord
+
+if TYPE_CHECKING:
+    from sandbox.ehr.state import EhrState
+
+ID_TOKEN_LIFETIME = 300
+
+# Authlib ships no type information: its base classes are Any to mypy, hence the narrowly scoped
+# "misc" ignores on the classes below (subclassing Any) and "import-untyped" on the imports above.
+
+
+@dataclass(frozen=True)
+class SandboxUser:
+    """The clinician who is always logged in to the sandbox EHR; they approve every request."""
+
+    reference: str  # e.g. Practitioner/ichis-sandbox-clinician
+    name: str
+
+
+class Client(ClientMixin):  # type: ignore[misc]
+    """A registered client as Authlib asks about it."""
+
+    def __init__(self, registered: RegisteredClient) -> None:
+        self.registered = registered
+        self.client_id = registered.client_id
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None  # SMART requires redirect_uri on every request: no default to fall back to
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return grant_scopes(scope or "", self.registered.scopes)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.registered.redirect_uris  # exact string match, no prefixes
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        secret = self.registered.secret
+        return secret is not None and secrets.compare_digest(secret.encode(), client_secret.encode())
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.registered.type == "confidential":
+            return method == "client_secret_basic"
+        return method == "none"
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+
+class RequireS256(CodeChallenge):  # type: ignore[misc]
+    """PKCE on every request, S256 only (SMART 2.2: servers "SHALL NOT support the plain method")."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 - Authlib's own class attribute
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256; plain is not supported")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    """The authorization-code grant with its codes in the sandbox's store."""
+
+    # Confidential clients authenticate with HTTP Basic; public clients with PKCE alone.
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]  # noqa: RUF012 - Authlib's own attribute
+
+    @property
+    def ehr(self) -> EhrState:
+        state: EhrState = self.server.ehr
+        return state
+
+    def save_authorization_code(self, code: str, oauth_request: Any) -> None:
+        data = oauth_request.payload.data
+        now = self.ehr.store.clock()
+        self.ehr.store.save_code(
+            AuthorizationCodeRecord(
+                code=code,
+                client_id=oauth_request.client.get_client_id(),
+                redirect_uri=oauth_request.payload.redirect_uri,
+                scope=oauth_request.scope,
+                user=oauth_request.user.reference,
+                context=oauth_request.smart_context,
+                code_challenge=data["code_challenge"],
+                code_challenge_method=data["code_challenge_method"],
+                nonce=data.get("nonce"),
+                auth_time=int(now),
+                expires_at=now + self.ehr.settings.code_ttl,
+            )
+        )
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCodeRecord | None:
+        return self.ehr.store.take_code(code, client.get_client_id())
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCodeRecord) -> None:
+        return None  # take_code already spent it: a code is good for one token request only
+
+    def authenticate_user(self, authorization_code: AuthorizationCodeRecord) -> SandboxUser:
+        return self.ehr.sandbox_user
+
+
+class SmartLaunch:
+    """SMART's additions to the grant: ``aud``, launch context, granted scopes, context in the token."""
+
+    def __init__(self, state: EhrState) -> None:
+        self.state = state
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.validate_authorization)
+        grant.register_hook("after_create_token_response", self.add_launch_context)
+
+    def validate_authorization(self, grant: Any, redirect_uri: str) -> None:
+        settings = self.state.settings
+        oauth_request = grant.request
+        data = oauth_request.payload.data
+        audience = data.get("aud") or data.get("resource")  # RFC 8707 resource is a synonym
+        if not audience:
+            raise InvalidRequestError(f"aud is required: the FHIR base URL {settings.fhir_base_url}")
+        if audience.rstrip("/") != settings.fhir_base_url:
+            raise InvalidRequestError(f"aud must be this EHR's FHIR base URL {settings.fhir_base_url}")
+        requested = (oauth_request.payload.scope or "").split()
+        if not requested:
+            raise InvalidScopeError("scope is required")
+        context = self._context(data, requested)
+        denied = settings.deny_scopes + context.deny_scopes
+        granted = grant_scopes(" ".join(requested), oauth_request.client.registered.scopes, denied)
+        if not granted:
+            raise InvalidScopeError("none of the requested scopes can be granted to this client")
+        oauth_request.scope = granted
+        oauth_request.smart_context = context
+
+    def _context(self, data: Any, requested: list[str]) -> LaunchContext:
+        user = self.state.sandbox_user.reference
+        launch_id = data.get("launch")
+        if launch_id:
+            context = self.state.store.launch(launch_id)
+            if context is None:
+                raise InvalidRequestError("the launch id is unknown or has expired; launch the app again")
+            return context
+        if "launch" in requested:
+            raise InvalidRequestError("the launch scope needs the launch parameter the EHR sent the app")
+        # Standalone launch: the EHR establishes the context the app asks for.
+        patient = data.get("sandbox_patient") if "launch/patient" in requested else None
+        return LaunchContext(patient=patient or None, encounter=None, user=user)
+
+    def add_launch_context(self, grant: Any, response: Any) -> None:
+        _, token, _ = response
+        settings = self.state.settings
+        context: LaunchContext = grant.request.authorization_code.context
+        if context.patient:
+            token["patient"] = context.patient
+        if context.encounter:
+            token["encounter"] = context.encounter
+        if context.fhir_context:
+            token["fhirContext"] = [dict(item) for item in context.fhir_context]
+        token["need_patient_banner"] = settings.need_patient_banner
+        token["smart_style_url"] = f"{settings.public_base_url}/smart-style.json"
+        if context.app_context is not None:
+            token["appContext"] = context.app_context  # CDS Hooks 2.0.1: the card link's appContext
+        if context.intent:
+            token["intent"] = context.intent
+        if settings.tenant:
+            token["tenant"] = settings.tenant
+
+
+class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
+    """id tokens (RS256) with SMART's ``fhirUser`` claim, when ``openid`` is granted."""
+
+    def __init__(self, state: EhrState) -> None:
+        super().__init__(require_nonce=False)
+        self.state = state
+
+    def exists_nonce(self, nonce: str, oauth_request: Any) -> bool:
+        return False  # the sandbox does not track nonces; the app checks the one it sent
+
+    def resolve_client_private_key(self, client: Client) -> Any:
+        return self.state.keys.id_token
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return "RS256"
+
+    def get_encode_header(self, client: Client) -> dict[str, Any]:
+        return {"alg": "RS256", "kid": self.state.keys.id_token.kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(self.state.store.clock())
+        return {
+            "iss": self.state.settings.issuer,
+            "aud": client.get_client_id(),
+            "iat": now,
+            "exp": now + ID_TOKEN_LIFETIME,
+        }
+
+    def generate_user_info(self, user: SandboxUser, scope: str) -> dict[str, Any]:
+        info: dict[str, Any] = {"sub": user.reference, "name": user.name}
+        if "fhirUser" in scope.split():
+            info["fhirUser"] = f"{self.state.settings.fhir_base_url}/{user.reference}"
+        return info
+
+
+class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's Flask authorization server over the sandbox's client registry and store."""
+
+    def __init__(self, state: EhrState) -> None:
+        super().__init__()
+        self.ehr = state
+        settings = state.settings
+        self._clients = {c.client_id: Client(c) for c in settings.clients}
+        self.register_token_generator(
+            "default",
+            BearerTokenGenerator(
+                access_token_generator=lambda **_: secrets.token_urlsafe(32),
+                expires_generator=lambda client, grant_type: settings.access_token_ttl,
+            ),
+        )
+        self.register_grant(
+            SmartCodeGrant, [RequireS256(required=True), SmartLaunch(state), SmartOpenIDCode(state)]
+        )
+
+    def query_client(self, client_id: str) -> Client | None:
+        return self._clients.get(client_id)
+
+    def save_token(self, token: dict[str, Any], oauth_request: Any) -> None:
+        code: AuthorizationCodeRecord = oauth_request.authorization_code
+        self.ehr.store.save_token(
+            TokenRecord(
+                access_token=token["access_token"],
+                client_id=oauth_request.client.get_client_id(),
+                scope=token.get("scope", ""),
+                patient=code.context.patient,
+                encounter=code.context.encounter,
+                user=code.user,
+                expires_at=self.ehr.store.clock() + int(token["expires_in"]),
+                code=code.code,
+            )
+        )
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        return None  # no blinker signals: nothing in the sandbox listens
+
+
+def smart_configuration(settings: Settings) -> dict[str, Any]:
+    """``{fhir}/.well-known/smart-configuration`` (SMART App Launch 2.2, Conformance)."""
+    base = settings.public_base_url
+    return {
+        "issuer": settings.issuer,
+        "jwks_uri": settings.jwks_url,
+        "authorization_endpoint": f"{base}/auth/authorize",
+        "token_endpoint": f"{base}/auth/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "grant_types_supported": ["authorization_code"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": [
+            "openid",
+            "fhirUser",
+            "launch",
+            "launch/patient",
+            "launch/encounter",
+            "patient/*.rs",
+            "user/*.rs",
+        ],
+        "capabilities": [
+            "launch-ehr",
+            "launch-standalone",
+            "authorize-post",
+            "client-public",
+            "client-confidential-symmetric",
+            "context-ehr-patient",
+            "context-ehr-encounter",
+            "context-standalone-patient",
+            "context-banner",
+            "context-style",
+            "permission-patient",
+            "permission-user",
+            "permission-v1",
+            "permission-v2",
+            "sso-openid-connect",
+        ],
+    }
+
+
+def openid_configuration(settings: Settings) -> dict[str, Any]:
+    """``{issuer}/.well-known/openid-configuration``, where id-token verifiers look for the keys."""
+    base = settings.public_base_url
+    return {
+        "issuer": settings.issuer,
+        "authorization_endpoint": f"{base}/auth/authorize",
+        "token_endpoint": f"{base}/auth/token",
+        "jwks_uri": settings.jwks_url,
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "fhirUser"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "name", "fhirUser"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code"],
+    }
+
+
+def _state() -> EhrState:
+    from sandbox.ehr.state import current_state  # noqa: PLC0415 - state imports this module
+
+    return current_state()
+
+
+auth_blueprint = Blueprint("auth", __name__)
+
+
+def _cors(response: Response) -> Response:
+    """Token responses readable by browser apps from their registered origins (SMART 2.2, CORS)."""
+    origin = request.headers.get("Origin")
+    if origin and origin in _state().registered_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+@auth_blueprint.route("/auth/authorize", methods=["GET", "POST"])
+def authorize() -> Response:
+    """The authorization endpoint: validate, then approve as the sandbox user (or pick a patient)."""
+    state = _state()
+    server = state.oauth
+    try:
+        grant = server.get_consent_grant(end_user=state.sandbox_user)
+    except OAuth2Error as error:
+        if error.redirect_uri:
+            # The redirect URI was checked against the registration: errors may go back to the app.
+            response: Response = server.handle_error_response(None, error)
+            return response
+        raise BadRequest(
+            f"{error.error}: {error.description or 'the authorization request is invalid'}"
+        ) from None
+    context: LaunchContext = grant.request.smart_context
+    if "launch/patient" in grant.request.scope.split() and context.patient is None:
+        params = {k: v for k, v in request.values.items() if k != "sandbox_patient"}
+        patients = state.patient_choices()
+        page = render_template(
+            "pick_patient.html",
+            params=params,
+            patients=patients,
+            patient_name=patient_name,
+            user=state.sandbox_user,
+        )
+        return Response(page, mimetype="text/html")
+    if context.patient is not None and context.patient == request.values.get("sandbox_patient"):
+        state.require_patient(context.patient)  # a standalone pick must name a patient that exists
+    approved: Response = server.create_authorization_response(grant_user=state.sandbox_user, grant=grant)
+    return approved
+
+
+# Flask would answer OPTIONS itself, without the CORS headers: the preflight route below does.
+@auth_blueprint.route("/auth/token", methods=["POST"], provide_automatic_options=False)
+def token() -> Response:
+    """The token endpoint (Authlib): code + PKCE verifier (+ client secret) for a token and context."""
+    response: Response = _state().oauth.create_token_response()
+    return _cors(response)
+
+
+@auth_blueprint.route("/auth/token", methods=["OPTIONS"])
+def token_preflight() -> Response:
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = "POST"
+    return _cors(response)

@@ -1,0 +1,58 @@
+"""A forwarding HTTP proxy in front of HAPI, for watching what the service sends.
+
+Test instrumentation, not a fake: HAPI (real) answers every request. HAPI does not check tokens,
+so this is how a test sees which token was sent where; bound to a chosen port, it also lets a test
+bring an "unreachable" server back.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+
+class RecordingProxy:
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        upstream_parts = urlsplit(upstream)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                outer.seen.append((self.command, self.path, self.headers.get("Authorization")))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                reply = requests.request(
+                    self.command,
+                    f"{upstream_parts.scheme}://{upstream_parts.netloc}{self.path}",
+                    data=body,
+                    headers={
+                        "Accept": "application/fhir+json",
+                        "Content-Type": self.headers.get("Content-Type", "application/fhir+json"),
+                        "Host": self.headers["Host"],
+                    },
+                    timeout=30,
+                )
+                payload = reply.content
+                self.send_response(reply.status_code)
+                self.send_header("Content-Type", reply.headers.get("Content-Type", "application/fhir+json"))
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_port}{upstream_parts.path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
