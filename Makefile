@@ -28,6 +28,9 @@ lint: bootstrap
 test: lint
 	scripts/run-tests
 
+demo: bootstrap
+	$(BIN)/ichis demo
+
 unit: bootstrap
 	$(BIN)/pytest tests/unit
 

@@ -120,6 +120,20 @@ def _cohort(args: argparse.Namespace) -> int:
     return cohort_main(args.args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from sandbox.demo import DemoStack, run
+
+    stack = DemoStack(
+        data_dir=Path(args.data_dir),
+        hapi_port=args.hapi_port,
+        service_port=args.service_port,
+        ehr_port=args.ehr_port,
+        fhir=args.fhir,
+        say=lambda text: print(text, flush=True),
+    )
+    return run(stack)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ichis",
@@ -145,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="worker processes (ICHIS_WORKERS, default 2)")
     run.add_argument("--config", help="site configuration, TOML (ICHIS_CONFIG_FILE)")
     run.set_defaults(handler=_serve)
+    demo = commands.add_parser(
+        "demo",
+        help="run HAPI FHIR, the demo patients, the service and the sandbox EHR; print the URL",
+        description="Start the whole stack on this machine and print the URL to open.",
+    )
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data (var/demo)")
+    demo.add_argument("--fhir", help="use this FHIR server instead of starting HAPI")
+    demo.add_argument("--hapi-port", type=int, default=8090)
+    demo.add_argument("--service-port", type=int, default=8080)
+    demo.add_argument("--ehr-port", type=int, default=8070)
+    demo.set_defaults(handler=_demo)
     # The cohort tool parses its own arguments (extract, analyze, synth); every token goes to it.
     cohort = commands.add_parser(
         "cohort",
