@@ -1,0 +1,306 @@
+"""The extraction plan: the SQL statements that narrow Bulk Data NDJSON to each patient's candidates.
+
+The plan is written once. A :class:`Dialect` renders the handful of functions whose spelling differs
+between DuckDB and Spark SQL (JSON parsing with a schema, list lambdas, regular expressions, string
+literals); everything else (joins, windows, date arithmetic, ordering) is the same text on both.
+
+The engines only narrow: they keep Observations whose codes are in the site's tables and whose dates
+fall in a conservative window around the first dose, and hand the original JSON text of those few
+rows to Python, which decides with ``fhir_mappings`` (exact decimals, the service's baseline rules).
+
+Input views (one column ``line``: one NDJSON line each): ``src_patient``, ``src_observation``,
+``src_condition``, ``src_medicationadministration``, ``src_medicationrequest``, ``src_medication``.
+Registered table: ``cohort_patients(patient, dose_date)`` after the first-dose step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cohort.codes import Code
+from cohort.definition import CohortDefinition
+
+#: Resource types the plan reads, and the name of the view holding each one's lines.
+RESOURCE_TYPES = (
+    "Patient",
+    "Observation",
+    "Condition",
+    "MedicationAdministration",
+    "MedicationRequest",
+    "Medication",
+)
+
+
+def view_of(resource_type: str) -> str:
+    return f"src_{resource_type.lower()}"
+
+
+# JSON schemas of the elements the plan reads; everything else stays in the line for Python.
+_STR = "string"
+_CODINGS: dict[str, Any] = {"coding": [{"system": _STR, "code": _STR}]}
+_REFERENCE = {"reference": _STR}
+PATIENT: dict[str, Any] = {"id": _STR}
+OBSERVATION: dict[str, Any] = {
+    "subject": _REFERENCE,
+    "code": _CODINGS,
+    "component": [{"code": _CODINGS}],
+    "effectiveDateTime": _STR,
+    "effectiveInstant": _STR,
+    "effectivePeriod": {"start": _STR, "end": _STR},
+    "hasMember": [_REFERENCE],
+}
+CONDITION: dict[str, Any] = {"subject": _REFERENCE, "code": _CODINGS}
+ADMINISTRATION: dict[str, Any] = {
+    "subject": _REFERENCE,
+    "status": _STR,
+    "effectiveDateTime": _STR,
+    "effectivePeriod": {"start": _STR},
+    "medicationReference": _REFERENCE,
+}
+REQUEST: dict[str, Any] = {
+    "subject": _REFERENCE,
+    "status": _STR,
+    "authoredOn": _STR,
+    "medicationReference": _REFERENCE,
+}
+MEDICATION: dict[str, Any] = {"id": _STR}
+
+#: Administrations and orders that never happened (MedicationAdministration and MedicationRequest status).
+VOID_STATUSES = ("entered-in-error", "not-done", "cancelled")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL engine spells the few functions that differ."""
+
+    name: str
+
+    def literal(self, text: str) -> str:
+        if self.name == "spark":
+            # Spark SQL processes backslash escapes inside string literals.
+            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + text.replace("'", "''") + "'"
+
+    def from_json(self, expr: str, schema: Mapping[str, Any]) -> str:
+        if self.name == "spark":
+            # FAILFAST: a malformed line is an error on both engines, never a silent null.
+            return f"from_json({expr}, {self.literal(_ddl(schema))}, map('mode', 'FAILFAST'))"
+        return f"from_json({expr}, {self.literal(json.dumps(_duckdb_structure(schema)))})"
+
+    def _keys(self, codings: str, var: str) -> str:
+        if self.name == "spark":
+            return f"transform({codings}, {var} -> concat({var}.system, '|', {var}.code))"
+        return f"list_transform({codings}, lambda {var}: {var}.system || '|' || {var}.code)"
+
+    def _array(self, keys: Sequence[str]) -> str:
+        items = ", ".join(self.literal(k) for k in keys)
+        return f"array({items})" if self.name == "spark" else f"[{items}]"
+
+    def codes_in(self, codings: str, codes: Sequence[Code]) -> str:
+        """True when any Coding of a CodeableConcept.coding list is one of ``codes``."""
+        if not codes:
+            return "false"
+        keys = self._array([f"{system}|{code}" for system, code in codes])
+        if self.name == "spark":
+            return f"coalesce(arrays_overlap({self._keys(codings, 'c')}, {keys}), false)"
+        return f"coalesce(list_has_any({self._keys(codings, 'c')}, {keys}), false)"
+
+    def component_codes_in(self, components: str, codes: Sequence[Code]) -> str:
+        """True when any component's code has one of ``codes``."""
+        if not codes:
+            return "false"
+        keys = self._array([f"{system}|{code}" for system, code in codes])
+        if self.name == "spark":
+            inner = f"arrays_overlap({self._keys('x.code.coding', 'c')}, {keys})"
+            return f"coalesce(exists({components}, x -> coalesce({inner}, false)), false)"
+        nested = f"list_transform({components}, lambda x: {self._keys('x.code.coding', 'c')})"
+        return f"coalesce(list_has_any(flatten({nested}), {keys}), false)"
+
+    def ident(self, name: str) -> str:
+        """A quoted identifier (FHIR element names such as ``end`` are SQL keywords)."""
+        return f"`{name}`" if self.name == "spark" else f'"{name}"'
+
+    def matches(self, expr: str, pattern: str) -> str:
+        if self.name == "spark":
+            return f"({expr} RLIKE {self.literal(pattern)})"
+        return f"regexp_matches({expr}, {self.literal(pattern)})"
+
+
+DUCKDB = Dialect("duckdb")
+SPARK = Dialect("spark")
+
+
+def _ddl_type(node: Any) -> str:
+    if isinstance(node, dict):
+        return "STRUCT<" + ", ".join(f"`{k}`: {_ddl_type(v)}" for k, v in node.items()) + ">"
+    if isinstance(node, list):
+        return f"ARRAY<{_ddl_type(node[0])}>"
+    return "STRING"
+
+
+def _ddl(schema: Mapping[str, Any]) -> str:
+    return ", ".join(f"`{k}` {_ddl_type(v)}" for k, v in schema.items())
+
+
+def _duckdb_structure(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _duckdb_structure(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_duckdb_structure(node[0])]
+    return "VARCHAR"
+
+
+def _date(expr: str) -> str:
+    """The calendar date a FHIR date/dateTime was written with (its first ten characters), or NULL.
+
+    Only full dates count: Spark would read "2024-03" as March 1st, DuckDB would not, and neither
+    may place a month-precision time in a day window.
+    """
+    return f"(CASE WHEN length({expr}) >= 10 THEN TRY_CAST(substr({expr}, 1, 10) AS DATE) END)"
+
+
+def _patient(reference: str) -> str:
+    """``Patient/123`` or ``https://server/fhir/Patient/123`` -> ``123``."""
+    return (
+        f"(CASE WHEN {reference} LIKE 'Patient/%' THEN substr({reference}, 9) "
+        f"ELSE nullif(regexp_extract({reference}, 'Patient/([^/]+)$', 1), '') END)"
+    )
+
+
+def _nonblank(column: str = "line") -> str:
+    return f"{column} IS NOT NULL AND {column} <> ''"
+
+
+def _drug_pattern(definition: CohortDefinition) -> str:
+    """A superset of checkpoint-inhibitor mentions (codes and names) in a lower-cased line.
+
+    Python confirms every candidate with the drug table, so this only has to miss nothing.
+    """
+    words = {code.lower() for _, code in definition.drug_codes()} | {
+        name.lower() for name in definition.drug_names()
+    }
+    return "|".join(re.escape(w) for w in sorted(words))
+
+
+def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
+    """Each patient's earliest few orders and administrations that mention a checkpoint inhibitor.
+
+    Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line.
+    """
+    d = dialect
+    pattern = _drug_pattern(definition)
+    void = ", ".join(d.literal(s) for s in VOID_STATUSES)
+    cutoff = f"DATE '{definition.cutoff.isoformat()}'"
+    return f"""
+WITH med AS (
+  SELECT r.id AS id, line AS med_line
+  FROM (SELECT {d.from_json("line", MEDICATION)} AS r, line FROM {view_of("Medication")} WHERE {_nonblank()})
+  WHERE {d.matches("lower(line)", pattern)}
+),
+orders AS (
+  SELECT {_patient("r.subject.reference")} AS patient, 'MedicationAdministration' AS source,
+         coalesce(r.effectiveDateTime, r.effectivePeriod.start) AS t, r.status AS status,
+         r.medicationReference.reference AS medref, line
+  FROM (SELECT {d.from_json("line", ADMINISTRATION)} AS r, line
+        FROM {view_of("MedicationAdministration")} WHERE {_nonblank()})
+  UNION ALL
+  SELECT {_patient("r.subject.reference")} AS patient, 'MedicationRequest' AS source,
+         r.authoredOn AS t, r.status AS status, r.medicationReference.reference AS medref, line
+  FROM (SELECT {d.from_json("line", REQUEST)} AS r, line
+        FROM {view_of("MedicationRequest")} WHERE {_nonblank()})
+),
+candidates AS (
+  SELECT o.patient, o.source, o.t, o.line, m.med_line,
+         row_number() OVER (PARTITION BY o.patient, o.source ORDER BY {_date("o.t")}, o.t) AS position
+  FROM orders o LEFT JOIN med m ON o.medref = concat('Medication/', m.id)
+  WHERE o.patient IS NOT NULL
+    AND coalesce(o.status, '') NOT IN ({void})
+    AND {_date("o.t")} <= {cutoff}
+    AND ({d.matches("lower(o.line)", pattern)} OR m.id IS NOT NULL)
+)
+SELECT patient, source, t, line, med_line FROM candidates
+WHERE position <= {definition.dose_candidates}
+ORDER BY patient, source, position
+"""  # noqa: S608 - literals are quoted by the dialect; the rest is the plan's own text
+
+
+def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
+    """Every cohort patient's Patient line, candidate Observations and Conditions, ordered by patient.
+
+    Observation windows are conservative (one day of margin each side, for time zones): the exact
+    rules are applied in Python. Rows: patient, resource type, line.
+    """
+    d = dialect
+    lookback = definition.mapping.lookback.days + 1
+    ecog_days = definition.ecog_window_days + 1
+    cutoff = f"DATE '{definition.cutoff.isoformat()}'"
+    lab = definition.lab_codes()
+    events = definition.observation_rule_codes(definition.death_rules + definition.progression_rules)
+    covariates = sorted(definition.pdl1_codes | definition.smoking_codes)
+    ecog = sorted(definition.ecog_codes)
+    end = d.ident("end")
+    effective = (
+        f"coalesce(r.effectiveDateTime, r.effectiveInstant, r.effectivePeriod.start, r.effectivePeriod.{end})"
+    )
+    return f"""
+WITH obs AS (
+  SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day,
+         r.code.coding AS codings, r.component AS component, r.hasMember IS NOT NULL AS panel, line
+  FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
+        FROM {view_of("Observation")} WHERE {_nonblank()})
+),
+conditions AS (
+  SELECT {_patient("r.subject.reference")} AS patient, r.code.coding AS codings, line
+  FROM (SELECT {d.from_json("line", CONDITION)} AS r, line FROM {view_of("Condition")} WHERE {_nonblank()})
+),
+patients AS (
+  SELECT r.id AS patient, line
+  FROM (SELECT {d.from_json("line", PATIENT)} AS r, line FROM {view_of("Patient")} WHERE {_nonblank()})
+)
+SELECT c.patient, 'Observation' AS kind, o.line
+FROM obs o JOIN cohort_patients c ON o.patient = c.patient
+WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {lookback} AND c.dose_date + 1)
+       AND (o.panel OR {d.codes_in("o.codings", lab)} OR {d.component_codes_in("o.component", lab)}))
+   OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.codes_in("o.codings", ecog)})
+   OR (o.day <= c.dose_date + 1 AND {d.codes_in("o.codings", covariates)})
+   OR (o.day >= c.dose_date - 1 AND o.day <= {cutoff} + 1 AND {d.codes_in("o.codings", events)})
+UNION ALL
+SELECT c.patient, 'Condition' AS kind, x.line
+FROM conditions x JOIN cohort_patients c ON x.patient = c.patient
+WHERE {d.codes_in("x.codings", definition.condition_codes())}
+UNION ALL
+SELECT c.patient, 'Patient' AS kind, p.line
+FROM patients p JOIN cohort_patients c ON p.patient = c.patient
+ORDER BY 1
+"""  # noqa: S608 - as above
+
+
+def last_contacts(definition: CohortDefinition, dialect: Dialect) -> str:
+    """Each cohort patient's last dated Observation or administration on or before the cut-off.
+
+    Only run for ``follow_up = "last-contact"``: it reads every Observation a second time.
+    Rows: patient, date.
+    """
+    d = dialect
+    cutoff = f"DATE '{definition.cutoff.isoformat()}'"
+    effective = "coalesce(r.effectiveDateTime, r.effectiveInstant, r.effectivePeriod.start)"
+    return f"""
+WITH dated AS (
+  SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day
+  FROM (SELECT {d.from_json("line", OBSERVATION)} AS r FROM {view_of("Observation")} WHERE {_nonblank()})
+  UNION ALL
+  SELECT {_patient("r.subject.reference")} AS patient,
+         {_date("coalesce(r.effectiveDateTime, r.effectivePeriod.start)")} AS day
+  FROM (SELECT {d.from_json("line", ADMINISTRATION)} AS r
+        FROM {view_of("MedicationAdministration")} WHERE {_nonblank()})
+)
+SELECT c.patient, max(x.day) AS day
+FROM dated x JOIN cohort_patients c ON x.patient = c.patient
+WHERE x.day <= {cutoff}
+GROUP BY c.patient
+ORDER BY 1
+"""  # noqa: S608 - as above

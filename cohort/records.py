@@ -1,0 +1,501 @@
+"""One patient's resources -> one row of the cohort table. Pure: no I/O, no engine, no clock.
+
+The score goes through ``fhir_mappings.assessment.assess`` (the CDS service's own path) at the time of
+the first checkpoint-inhibitor dose; drugs are recognised by ``fhir_mappings.medications.DrugTable``.
+This module adds only what the service does not need: the first dose, covariates and outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from cohort import codes
+from cohort.codes import Code
+from cohort.definition import CohortDefinition, EventRule
+from fhir_mappings.assessment import assess
+from fhir_mappings.bundles import loads
+from fhir_mappings.fhirtime import TimeFormatError, parse_when
+from fhir_mappings.observations import Resource, reference_of
+from ichis.measurement import plain
+from ichis.score import Part
+
+#: Observation statuses that are not results (https://hl7.org/fhir/R4/valueset-observation-status.html).
+_VOID_OBSERVATION = frozenset({"entered-in-error", "cancelled", "registered"})
+#: Condition verification statuses that withdraw a diagnosis.
+_VOID_CONDITION = frozenset({"refuted", "entered-in-error"})
+
+#: Columns of the cohort table, in order, with their logical types (string, int, bool, date).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_id", "string"),
+    ("synthetic", "bool"),
+    ("first_ici_date", "date"),
+    ("first_ici_time", "string"),
+    ("ici_agent", "string"),
+    ("ici_target", "string"),
+    ("ici_source", "string"),
+    ("ici_matched_by", "string"),
+    ("age_years", "int"),
+    ("sex", "string"),
+    ("ecog", "int"),
+    ("pdl1_tps", "string"),
+    ("pdl1_category", "string"),
+    ("histology", "string"),
+    ("histology_detail", "string"),
+    ("smoking", "string"),
+    ("neutrophils_per_uL", "string"),
+    ("neutrophils_points", "int"),
+    ("ig_per_uL", "string"),
+    ("ig_points", "int"),
+    ("ig_derived", "bool"),
+    ("ichis", "int"),
+    ("ichis_status", "string"),
+    ("ichis_lower", "int"),
+    ("ichis_upper", "int"),
+    ("icis", "int"),
+    ("baseline_reasons", "string"),
+    ("progression_date", "date"),
+    ("death_date", "date"),
+    ("follow_up_end", "date"),
+    ("pfs_days", "int"),
+    ("pfs_event", "int"),
+    ("os_days", "int"),
+    ("os_event", "int"),
+    ("notes", "string"),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+
+PDL1_CATEGORIES = ("<1%", "1-49%", ">=50%")
+
+
+@dataclass(frozen=True, slots=True)
+class FirstDose:
+    """The first checkpoint-inhibitor dose (or order) of a patient, and how the drug was recognised."""
+
+    patient: str
+    at: datetime  # the reference time of the baseline assessment
+    day: date  # the calendar date as written, for day counts
+    time_as_sent: str
+    agent: str
+    target: str
+    reference: str
+    matched_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoseCandidate:
+    """An order or administration the engine found mentioning a checkpoint inhibitor."""
+
+    source: str  # MedicationAdministration or MedicationRequest
+    time: str | None
+    line: str
+    medication_line: str | None
+
+
+def _codings(codeable: Any) -> list[Code]:
+    # Parsed JSON is made of dicts; ``dict`` checks are much cheaper than ``Mapping`` ones here.
+    if not isinstance(codeable, dict):
+        return []
+    found = []
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                found.append((system, code))
+    return found
+
+
+def _medication_codeables(resource: Resource, medication: Resource | None) -> list[Any]:
+    """What an order or administration says it gives: its concept, or the Medication it references.
+
+    Mirrors the MedicationRequest reading of ``fhir_mappings.medications`` for both resource types
+    (MedicationAdministration has the same ``medication[x]``), so ``DrugTable.match_codeable`` decides.
+    """
+    if "medicationCodeableConcept" in resource:
+        return [resource["medicationCodeableConcept"]]
+    ref = resource.get("medicationReference")
+    if not isinstance(ref, Mapping):
+        return []
+    target = ref.get("reference")
+    if isinstance(target, str) and target.startswith("#"):
+        # A contained Medication (https://hl7.org/fhir/R4/references.html#contained).
+        medication = next(
+            (
+                c
+                for c in resource.get("contained") or ()
+                if isinstance(c, Mapping) and f"#{c.get('id')}" == target
+            ),
+            None,
+        )
+    found: list[Any] = []
+    if isinstance(medication, Mapping):
+        found.append(medication.get("code"))
+        found += [
+            i.get("itemCodeableConcept") for i in medication.get("ingredient") or () if isinstance(i, Mapping)
+        ]
+    if isinstance(ref.get("display"), str):
+        found.append({"text": ref["display"]})
+    return found
+
+
+def _confirm(patient: str, candidate: DoseCandidate, definition: CohortDefinition) -> FirstDose | None:
+    """The candidate as a checkpoint-inhibitor dose if the drug table recognises its drug."""
+    resource = loads(candidate.line)
+    if not isinstance(resource, dict) or not candidate.time:
+        return None
+    medication = loads(candidate.medication_line) if candidate.medication_line else None
+    hit = None
+    for codeable in _medication_codeables(resource, medication):
+        if hit := definition.drugs.match_codeable(codeable):
+            break
+    if hit is None:
+        return None
+    try:
+        when = parse_when(candidate.time, definition.mapping.naive_time_zone)
+        day = date.fromisoformat(candidate.time[:10])
+    except (TimeFormatError, ValueError):
+        return None
+    drug = definition.drugs.drugs[hit[0]]
+    # A date without a time stands for its whole day; its start is the only instant surely not
+    # after the dose, so results of that day cannot count as baseline (as in the service).
+    return FirstDose(
+        patient, when.earliest, day, candidate.time, drug.name, drug.target, reference_of(resource), hit[1]
+    )
+
+
+def first_dose(
+    patient: str, candidates: Iterable[DoseCandidate], definition: CohortDefinition
+) -> FirstDose | None:
+    """The earliest confirmed checkpoint-inhibitor administration, else order, of one patient.
+
+    Candidates come in date order per source; once one is confirmed only others of the same day can
+    be earlier (by their time of day), so the rest are not parsed.
+    """
+    by_source: dict[str, list[DoseCandidate]] = {}
+    for candidate in candidates:
+        by_source.setdefault(candidate.source, []).append(candidate)
+    for source in definition.dose_sources:
+        confirmed: list[FirstDose] = []
+        for candidate in sorted(by_source.get(source, []), key=lambda c: c.time or ""):
+            if confirmed and (candidate.time or "")[:10] != confirmed[0].time_as_sent[:10]:
+                break
+            if found := _confirm(patient, candidate, definition):
+                confirmed.append(found)
+        if confirmed:
+            return min(confirmed, key=lambda d: (d.at, d.reference))
+    return None
+
+
+def _day(text: Any) -> date | None:
+    if not isinstance(text, str) or len(text) < 10:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def _observation_day(resource: Resource) -> date | None:
+    period = resource.get("effectivePeriod")
+    start = period.get("start") if isinstance(period, Mapping) else None
+    return _day(resource.get("effectiveDateTime") or resource.get("effectiveInstant") or start)
+
+
+def _condition_day(resource: Resource) -> date | None:
+    period = resource.get("onsetPeriod")
+    start = period.get("start") if isinstance(period, Mapping) else None
+    return _day(resource.get("onsetDateTime") or start or resource.get("recordedDate"))
+
+
+def _may_be_lab(observation: Resource, lab_codes: frozenset[Code]) -> bool:
+    """A panel, or an Observation with a lab code at its root or in a component."""
+    if observation.get("hasMember") or _has_code(observation, lab_codes):
+        return True
+    return any(isinstance(c, dict) and _has_code(c, lab_codes) for c in observation.get("component") or ())
+
+
+def _is_void(resource: Resource) -> bool:
+    if resource.get("resourceType") == "Condition":
+        return any(code in _VOID_CONDITION for _, code in _codings(resource.get("verificationStatus")))
+    return resource.get("status") in _VOID_OBSERVATION
+
+
+def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
+    return any(c in wanted for c in _codings(resource.get("code")))
+
+
+def age_in_years(birth: date, on: date) -> int:
+    """Whole years of age on a day (a birthday on 29 February counts on 1 March in common years)."""
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal | int):
+        return Decimal(value)
+    return None
+
+
+def ecog_value(resource: Resource) -> int | None:
+    """ECOG 0-5 from valueInteger (mCODE), a valueQuantity, or a LOINC LL529-9 answer code."""
+    for key in ("valueInteger", "valueQuantity"):
+        raw = resource.get(key)
+        number = _decimal(raw.get("value") if isinstance(raw, Mapping) else raw)
+        if number is not None and number == number.to_integral_value() and 0 <= number <= 5:
+            return int(number)
+    for coding in _codings(resource.get("valueCodeableConcept")):
+        if coding in codes.ECOG_ANSWERS:
+            return codes.ECOG_ANSWERS[coding]
+    return None
+
+
+def pdl1_category(value: Decimal, comparator: str | None = None) -> str | None:
+    """The paper's PD-L1 group by tumour proportion score: <1%, 1-49%, >=50%; None if a bound leaves it open.
+
+    A TPS lies between 0 and 100, so "<1" is surely below 1% and ">=50" surely 50% or more, but "<50"
+    could be either of the lower groups.
+    """
+    if comparator is None:
+        return "<1%" if value < 1 else "1-49%" if value < 50 else ">=50%"
+    if (comparator == "<" and value <= 1) or (comparator == "<=" and value < 1):
+        return "<1%"
+    if (comparator == ">" and value >= 50) or (comparator == ">=" and value >= 50):
+        return ">=50%"
+    return None
+
+
+def _pdl1(resource: Resource) -> tuple[str, str | None] | None:
+    quantity = resource.get("valueQuantity")
+    if not isinstance(quantity, Mapping):
+        return None
+    value = _decimal(quantity.get("value"))
+    if value is None or value < 0 or value > 100:
+        return None
+    comparator = quantity.get("comparator") if isinstance(quantity.get("comparator"), str) else None
+    shown = f"{comparator or ''}{plain(value)}"
+    return shown, pdl1_category(value, comparator)
+
+
+def _smoking(resource: Resource) -> str | None:
+    values = set(_codings(resource.get("valueCodeableConcept")))
+    if values & codes.SMOKING_NEVER:
+        return "Never"
+    if values & codes.SMOKING_EVER:
+        return "Former or current"
+    return None
+
+
+def _latest(items: Iterable[tuple[date, Any]]) -> Any:
+    ordered = sorted(items, key=lambda item: item[0])
+    return ordered[-1][1] if ordered else None
+
+
+def _event_days(resources: Sequence[Resource], rules: Sequence[EventRule]) -> list[date]:
+    """Dates of resources that match an event rule (an Observation's valueDateTime, else its time)."""
+    days = []
+    for resource in resources:
+        if _is_void(resource):
+            continue
+        for rule in rules:
+            if resource.get("resourceType") != rule.resource or not _has_code(resource, rule.codes):
+                continue
+            if (
+                rule.values is not None
+                and not set(_codings(resource.get("valueCodeableConcept"))) & rule.values
+            ):
+                continue
+            if rule.resource == "Observation":
+                day = _day(resource.get("valueDateTime")) or _observation_day(resource)
+            else:
+                day = _condition_day(resource)
+            if day is not None:
+                days.append(day)
+    return days
+
+
+@dataclass(frozen=True, slots=True)
+class Survival:
+    """Times (days from the first dose) and events of one patient."""
+
+    progression: date | None
+    death: date | None
+    end: date
+    pfs_days: int
+    pfs_event: int
+    os_days: int | None
+    os_event: int | None
+
+
+def survival(
+    dose_day: date,
+    *,
+    deaths: Sequence[date],
+    progressions: Sequence[date],
+    end: date,
+    death_date_unknown: bool = False,
+) -> Survival:
+    """PFS (progression or death) and OS from the first dose, censored at ``end`` (the follow-up end).
+
+    Progression counts from the day after the first dose (a scan on the day of the dose is the
+    progression that led to it); death counts from the day of the dose. Events after ``end`` are
+    not known at the cut-off. A death without a date leaves OS unknown.
+    """
+    death = min((d for d in deaths if dose_day <= d <= end), default=None)
+    progression = min((d for d in progressions if dose_day < d <= end), default=None)
+    first = min((d for d in (progression, death) if d is not None), default=None)
+    pfs_days, pfs_event = ((first - dose_day).days, 1) if first else ((end - dose_day).days, 0)
+    if death is not None:
+        os_days, os_event = (death - dose_day).days, 1
+    elif death_date_unknown:
+        return Survival(progression, None, end, pfs_days, pfs_event, None, None)
+    else:
+        os_days, os_event = (end - dose_day).days, 0
+    return Survival(progression, death, end, pfs_days, pfs_event, os_days, os_event)
+
+
+def _synthetic(resource: Resource | None) -> bool:
+    meta = resource.get("meta") if resource else None
+    if not isinstance(meta, Mapping):
+        return False
+    return any(
+        isinstance(t, Mapping) and (t.get("system"), t.get("code")) == codes.SYNTHETIC_TAG
+        for t in meta.get("tag") or ()
+    )
+
+
+def patient_row(
+    dose: FirstDose,
+    lines: Sequence[tuple[str, str]],
+    definition: CohortDefinition,
+    last_contact: date | None = None,
+) -> dict[str, Any] | None:
+    """The cohort-table row of one patient from ``(resource type, JSON line)`` pairs; None if excluded."""
+    resources = [loads(line) for _, line in lines]
+    resources = [r for r in resources if isinstance(r, Mapping)]
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+    observations = [r for r in resources if r.get("resourceType") == "Observation"]
+    conditions = [r for r in resources if r.get("resourceType") == "Condition" and not _is_void(r)]
+    if definition.diagnosis_codes and not any(_has_code(c, definition.diagnosis_codes) for c in conditions):
+        return None
+    notes: list[str] = []
+    row: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
+    row.update(
+        patient_id=dose.patient,
+        synthetic=_synthetic(patient),
+        first_ici_date=dose.day,
+        first_ici_time=dose.time_as_sent,
+        ici_agent=dose.agent,
+        ici_target=dose.target,
+        ici_source=dose.reference,
+        ici_matched_by=dose.matched_by,
+    )
+    # Baseline and score: the service's own path, at the first dose. Only Observations the mappers
+    # can read are handed over (as the engine's narrowing does); the rest would be skipped by them.
+    labs = [o for o in observations if _may_be_lab(o, definition.lab_code_set)]
+    assessment = assess([(r, None) for r in labs], dose.at, definition.mapping)
+    result = assessment.result
+    neutrophils = result.parts[Part.NEUTROPHILS]
+    ig = result.parts[Part.IMMATURE_GRANULOCYTES]
+    row.update(
+        neutrophils_per_uL=plain(neutrophils.measurement.value_per_uL) if neutrophils.measurement else None,
+        neutrophils_points=neutrophils.points,
+        ig_per_uL=plain(ig.measurement.value_per_uL) if ig.measurement else None,
+        ig_points=ig.points,
+        ig_derived=ig.measurement.derived if ig.measurement else None,
+        ichis=result.score,
+        ichis_status=result.status.value,
+        ichis_lower=result.lower,
+        ichis_upper=result.upper,
+        icis=assessment.icis.score if assessment.icis else None,
+        baseline_reasons=" | ".join(assessment.reasons) or None,
+    )
+    # Covariates at the first dose.
+    if patient is not None:
+        gender = patient.get("gender")
+        row["sex"] = gender if isinstance(gender, str) else None
+        birth = _day(patient.get("birthDate"))
+        row["age_years"] = age_in_years(birth, dose.day) if birth else None
+    # Only Observations that carry a covariate code are looked at again below.
+    covariate_codes = definition.ecog_codes | definition.pdl1_codes | definition.smoking_codes
+    usable = [o for o in observations if _has_code(o, covariate_codes) and not _is_void(o)]
+    window_start = date.fromordinal(dose.day.toordinal() - definition.ecog_window_days)
+    row["ecog"] = _latest(
+        (day, value)
+        for o in usable
+        if _has_code(o, definition.ecog_codes)
+        and (day := _observation_day(o)) is not None
+        and window_start <= day <= dose.day
+        and (value := ecog_value(o)) is not None
+    )
+    pdl1 = _latest(
+        (day, tps)
+        for o in usable
+        if _has_code(o, definition.pdl1_codes)
+        and (day := _observation_day(o)) is not None
+        and day <= dose.day
+        and (tps := _pdl1(o)) is not None
+    )
+    if pdl1 is not None:
+        row["pdl1_tps"], row["pdl1_category"] = pdl1
+    row["smoking"] = _latest(
+        (day, status)
+        for o in usable
+        if _has_code(o, definition.smoking_codes)
+        and (day := _observation_day(o)) is not None
+        and day <= dose.day
+        and (status := _smoking(o)) is not None
+    )
+    details = {
+        definition.histology[c]: _condition_day(condition) or date.min
+        for condition in conditions
+        for c in _codings(condition.get("code"))
+        if c in definition.histology
+    }
+    if details:
+        detail = max(details, key=lambda k: (details[k], k))
+        row["histology_detail"] = detail
+        row["histology"] = "SqCC" if detail in codes.SQUAMOUS_DETAILS else "Non-SqCC"
+        if len(details) > 1:
+            notes.append(f"several histologies recorded ({', '.join(sorted(details))}); the latest is used")
+    # Outcomes.
+    event_codes = frozenset(
+        c for rule in definition.death_rules + definition.progression_rules for c in rule.codes
+    )
+    events = [r for r in observations + conditions if _has_code(r, event_codes)]
+    deaths = _event_days(events, definition.death_rules)
+    unknown_death = False
+    if patient is not None and definition.death_from_patient:
+        deceased = _day(patient.get("deceasedDateTime"))
+        if deceased is not None:
+            deaths.append(deceased)
+        elif patient.get("deceasedBoolean") is True and not deaths:
+            unknown_death = True
+            notes.append("Patient.deceasedBoolean is true without a date: OS is unknown")
+    early = [d for d in deaths if d < dose.day]
+    if early:
+        notes.append(f"a death dated {min(early).isoformat()} before the first dose was ignored")
+    end = definition.cutoff
+    if definition.follow_up == "last-contact":
+        end = max(d for d in (last_contact, dose.day, *[d for d in deaths if d <= definition.cutoff]) if d)
+    times = survival(
+        dose.day,
+        deaths=deaths,
+        progressions=_event_days(events, definition.progression_rules),
+        end=end,
+        death_date_unknown=unknown_death,
+    )
+    row.update(
+        progression_date=times.progression,
+        death_date=times.death,
+        follow_up_end=times.end,
+        pfs_days=times.pfs_days,
+        pfs_event=times.pfs_event,
+        os_days=times.os_days,
+        os_event=times.os_event,
+        notes=" | ".join(notes) or None,
+    )
+    return row

@@ -1,0 +1,137 @@
+"""`ichis cohort` as a user runs it: synth, extract, analyze; one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ichis_cli.main import main
+
+
+def ichis(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command with test arguments
+        [sys.executable, "-m", "ichis_cli", "cohort", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the three commands of the README ran one after the other."""
+    root = tmp_path_factory.mktemp("cli")
+    for args in (
+        ["synth", "--out", str(root / "ndjson"), "-n", "143", "--seed", "3", "--gzip"],
+        ["extract", str(root / "ndjson"), "--cutoff", "2023-08-31", "--out", str(root / "table")],
+        ["analyze", str(root / "table"), "--out", str(root / "report")],
+    ):
+        done = ichis(*args)
+        assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_the_three_commands_write_the_documented_files(pipeline: Path) -> None:
+    """Gzipped NDJSON in, Parquet and CSV table, CSV and Markdown tables, PNG and SVG plots, one HTML."""
+    written = {p.relative_to(pipeline).as_posix() for p in pipeline.rglob("*") if p.is_file()}
+    expected = {
+        "table/cohort.parquet",
+        "table/cohort.csv",
+        "report/table3_pfs.csv",
+        "report/table4_os.csv",
+        "report/tables.md",
+        "report/km_pfs.png",
+        "report/km_os.svg",
+        "report/report.html",
+    }
+    assert expected <= written
+    assert any(name.endswith(".ndjson.gz") for name in written)
+
+
+def test_extract_says_what_it_found_on_standard_output(tmp_path: Path, pipeline: Path) -> None:
+    """The summary names the table, the cohort size and that the data are synthetic."""
+    done = ichis(
+        "extract",
+        str(pipeline / "ndjson"),
+        "--cutoff",
+        "2023-08-31",
+        "--out",
+        str(tmp_path),
+        "--format",
+        "csv",
+    )
+    assert done.returncode == 0, done.stderr
+    expected = ["cohort table", "patients with a first", "SYNTHETIC DATA"]
+    assert expected == [
+        line[: len(start)] for line, start in zip(done.stdout.splitlines(), expected, strict=False)
+    ]
+    assert not (tmp_path / "cohort.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["extract", "/nonexistent", "--cutoff", "2023-08-31", "--out", "{tmp}"],
+            3,
+            "no such file or folder",
+        ),
+        (["extract", "--cutoff", "2023-08-31", "--out", "{tmp}"], 2, "give NDJSON files or folders"),
+        (["extract", "x", "--cutoff", "31.08.2023", "--out", "{tmp}"], 2, "is not a date"),
+        (
+            ["extract", "{tmp}", "--cutoff", "2023-08-31", "--out", "{tmp}", "--config", "/nonexistent.toml"],
+            4,
+            "cannot read configuration",
+        ),
+        (["analyze", "/nonexistent.parquet", "--out", "{tmp}"], 3, "cannot read the cohort table"),
+        (["synth", "--out", "{tmp}", "-n", "0"], 2, "-n must be at least 1"),
+        (
+            [
+                "extract",
+                "--fhir-server",
+                "http://127.0.0.1:9/fhir",
+                "--cutoff",
+                "2023-08-31",
+                "--out",
+                "{tmp}",
+            ],
+            5,
+            "failed",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(
+    args: list[str], code: int, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Wrong usage 2, unreadable input 3, bad configuration 4, server failure 5; never a traceback."""
+    actual = main(["cohort", *(a.replace("{tmp}", str(tmp_path)) for a in args)])
+    err = capsys.readouterr().err
+    assert (code, True) == (actual, message in err)
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("ichis cohort")]) == 1
+
+
+def test_a_bad_cohort_setting_is_named_in_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown follow_up value is reported with the setting's name and exit code 4."""
+    config = tmp_path / "site.toml"
+    config.write_text('[cohort]\nfollow_up = "forever"\n', encoding="utf-8")
+    code = main(
+        [
+            "cohort",
+            "extract",
+            str(tmp_path),
+            "--cutoff",
+            "2023-08-31",
+            "--out",
+            str(tmp_path),
+            "--config",
+            str(config),
+        ]
+    )
+    assert (code, capsys.readouterr().err.split(":")[1].strip()) == (4, "cohort.follow_up")

@@ -1,0 +1,295 @@
+"""One patient's resources become one row by the documented rules (pure: no engine involved)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cohort.definition import CohortDefinition, load_definition
+from cohort.records import (
+    DoseCandidate,
+    FirstDose,
+    age_in_years,
+    ecog_value,
+    first_dose,
+    patient_row,
+    pdl1_category,
+    survival,
+)
+from fhir_mappings.assessment import assess
+from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm
+
+D0 = date(2022, 3, 2)
+
+
+def dumps(resource: dict[str, Any]) -> str:
+    return json.dumps(resource, default=lambda d: float(d) if isinstance(d, Decimal) else str(d))
+
+
+def candidate(resource: dict[str, Any], medication: dict[str, Any] | None = None) -> DoseCandidate:
+    time = resource.get("effectiveDateTime") or resource.get("authoredOn")
+    return DoseCandidate(
+        resource["resourceType"], time, dumps(resource), dumps(medication) if medication else None
+    )
+
+
+def dose(at: str = "2022-03-02T10:30:00+09:00") -> FirstDose:
+    moment = datetime.fromisoformat(at)
+    return FirstDose("p1", moment, moment.date(), at, "pembrolizumab", "PD-1", "x", "RxNorm")
+
+
+@pytest.mark.parametrize(
+    ("deaths", "progressions", "expected"),
+    [
+        # (pfs_days, pfs_event, os_days, os_event)
+        ([], [], (547, 0, 547, 0)),
+        ([date(2022, 9, 1)], [], (183, 1, 183, 1)),
+        ([], [date(2022, 5, 1)], (60, 1, 547, 0)),
+        ([date(2022, 9, 1)], [date(2022, 5, 1)], (60, 1, 183, 1)),
+        ([], [D0], (547, 0, 547, 0)),  # a scan on the day of the dose is the progression that led to it
+        ([D0], [], (0, 1, 0, 1)),  # death on the day of the dose counts
+        ([date(2024, 1, 1)], [date(2023, 12, 1)], (547, 0, 547, 0)),  # events after the cut-off are unknown
+        ([date(2021, 1, 1)], [], (547, 0, 547, 0)),  # a death before the dose is a data error, not an event
+    ],
+)
+def test_survival_times_follow_the_paper_definitions(
+    deaths: list[date], progressions: list[date], expected: tuple[int, int, int, int]
+) -> None:
+    """PFS ends at progression or death, OS at death, both censored at the end of follow-up."""
+    times = survival(D0, deaths=deaths, progressions=progressions, end=CUTOFF)
+    assert expected == (times.pfs_days, times.pfs_event, times.os_days, times.os_event)
+
+
+def test_a_death_without_a_date_leaves_overall_survival_unknown() -> None:
+    """deceasedBoolean without a date cannot give a time, so OS stays empty rather than censored."""
+    times = survival(D0, deaths=[], progressions=[], end=CUTOFF, death_date_unknown=True)
+    assert (times.os_days, times.os_event) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "comparator", "expected"),
+    [
+        ("0", None, "<1%"),
+        ("0.9", None, "<1%"),
+        ("1", None, "1-49%"),
+        ("49.9", None, "1-49%"),
+        ("50", None, ">=50%"),
+        ("100", None, ">=50%"),
+        ("1", "<", "<1%"),
+        ("50", "<", None),  # could be below 1% or 1-49%
+        ("50", ">=", ">=50%"),
+        ("10", ">", None),
+    ],
+)
+def test_pdl1_tps_falls_into_the_papers_three_groups(
+    value: str, comparator: str | None, expected: str | None
+) -> None:
+    """TPS cut-offs of 1% and 50% (no, low, high expression), and bounds that leave the group open."""
+    assert expected == pdl1_category(Decimal(value), comparator)
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        ({"valueInteger": 1}, 1),
+        ({"valueQuantity": {"value": Decimal(2)}}, 2),
+        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA9625-0"}]}}, 3),
+        ({"valueInteger": 7}, None),
+        ({"valueString": "1"}, None),
+    ],
+)
+def test_ecog_is_read_from_integers_quantities_and_loinc_answers(
+    resource: dict[str, Any], expected: int | None
+) -> None:
+    """mCODE sends valueInteger; LOINC answer list LL529-9 codes are read too; out-of-range is not ECOG."""
+    assert expected == ecog_value(resource)
+
+
+@pytest.mark.parametrize(
+    ("birth", "on", "expected"),
+    [(date(1950, 3, 2), D0, 72), (date(1950, 3, 3), D0, 71), (date(1952, 2, 29), date(2022, 2, 28), 69)],
+)
+def test_age_is_counted_in_whole_years_at_the_first_dose(birth: date, on: date, expected: int) -> None:
+    """A birthday not yet reached on the day of the dose does not count."""
+    assert expected == age_in_years(birth, on)
+
+
+def test_the_first_dose_is_the_earliest_confirmed_administration(definition: CohortDefinition) -> None:
+    """Administrations come before orders; a drug that is not a checkpoint inhibitor is passed over."""
+    carboplatin = administration("a0", "Patient/p1", "2022-01-01T10:00:00+09:00", **rxnorm("40048"))
+    first = administration("a1", "Patient/p1", "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    later = administration("a2", "Patient/p1", "2022-03-23T10:30:00+09:00", **rxnorm("1547545"))
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "authoredOn": "2022-02-01T09:00:00+09:00",
+        **rxnorm("1547545"),
+    }
+    found = first_dose("p1", [candidate(r) for r in (order, later, carboplatin, first)], definition)
+    assert found is not None
+    assert (
+        found.reference,
+        found.agent,
+        found.matched_by,
+    ) == ("MedicationAdministration/a1", "pembrolizumab", "RxNorm 1547545")
+
+
+def test_a_referenced_medication_names_the_drug(definition: CohortDefinition) -> None:
+    """medicationReference to a Medication resource is resolved through the engine's join."""
+    medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "Opdivo 240 mg"}}
+    given = administration(
+        "a1", "Patient/p1", "2022-03-02T10:30:00+09:00", medicationReference={"reference": "Medication/m1"}
+    )
+    found = first_dose("p1", [candidate(given, medication)], definition)
+    assert found is not None
+    assert found.agent == "nivolumab"
+
+
+def test_an_order_for_another_drug_gives_no_first_dose(definition: CohortDefinition) -> None:
+    """Without a recognised checkpoint inhibitor the patient is not in the cohort."""
+    given = administration("a1", "Patient/p1", "2022-03-02T10:30:00+09:00", **rxnorm("40048"))
+    assert first_dose("p1", [candidate(given)], definition) is None
+
+
+def blood(neut: str, ig: str) -> list[tuple[str, str]]:
+    when = "2022-03-02T08:00:00+09:00"
+    return [
+        ("Observation", dumps(count("n", "Patient/p1", "751-8", neut, "10*3/uL", when=when))),
+        ("Observation", dumps(count("i", "Patient/p1", "53115-2", ig, "10*3/uL", when=when))),
+    ]
+
+
+def test_the_row_scores_exactly_as_the_service_does(definition: CohortDefinition) -> None:
+    """IChIS in the table is the result of fhir_mappings' assess() at the first dose, nothing else."""
+    lines = blood("9.00", "0.09")
+    row = patient_row(dose(), lines, definition)
+    assert row is not None
+    expected = assess([(json.loads(text), None) for _, text in lines], dose().at, definition.mapping).result
+    assert (expected.score, "9000", "90", 0, 1) == (
+        row["ichis"],
+        row["neutrophils_per_uL"],
+        row["ig_per_uL"],
+        row["neutrophils_points"],
+        row["ig_points"],
+    )
+
+
+def status(day: str, value: str) -> tuple[str, str]:
+    return (
+        "Observation",
+        dumps(
+            {
+                "resourceType": "Observation",
+                "id": f"s{day}",
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": "97509-4"}]},
+                "effectiveDateTime": day,
+                "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": value}]},
+            }
+        ),
+    )
+
+
+def test_progression_is_the_first_worsened_disease_status(definition: CohortDefinition) -> None:
+    """mCODE disease status counts as progression only with the value 'condition worsened'."""
+    lines = [*blood("4.00", "0.02"), status("2022-04-13", "359746009"), status("2022-05-25", "271299001")]
+    row = patient_row(dose(), lines, definition)
+    assert row is not None
+    assert (date(2022, 5, 25), 84, 1, 0) == (
+        row["progression_date"],
+        row["pfs_days"],
+        row["pfs_event"],
+        row["os_event"],
+    )
+
+
+def test_a_site_can_read_progression_and_death_from_conditions() -> None:
+    """Configured Condition codes record events; the Patient's deceased date can be switched off."""
+    site = {
+        "cohort": {
+            "progression": {
+                "rules": [{"resource": "Condition", "codes": [{"system": "urn:local", "code": "PD"}]}]
+            },
+            "death": {
+                "patient_deceased": False,
+                "rules": [{"resource": "Condition", "codes": [{"system": SNOMED, "code": "419620001"}]}],
+            },
+        }
+    }
+    definition = load_definition(site, CUTOFF)
+
+    def condition(code: str, system: str, onset: str) -> tuple[str, str]:
+        body = {
+            "resourceType": "Condition",
+            "id": code,
+            "code": {"coding": [{"system": system, "code": code}]},
+        }
+        return ("Condition", dumps(body | {"onsetDateTime": onset}))
+
+    patient = {"resourceType": "Patient", "id": "p1", "deceasedDateTime": "2022-04-01"}
+    lines = [
+        ("Patient", dumps(patient)),
+        condition("PD", "urn:local", "2022-05-01"),
+        condition("419620001", SNOMED, "2022-06-01"),
+    ]
+    row = patient_row(dose(), lines, definition)
+    assert row is not None
+    assert (date(2022, 5, 1), date(2022, 6, 1), 60, 91) == (
+        row["progression_date"],
+        row["death_date"],
+        row["pfs_days"],
+        row["os_days"],
+    )
+
+
+def test_covariates_are_taken_at_the_first_dose(definition: CohortDefinition) -> None:
+    """Age, sex, the latest ECOG and PD-L1 before the dose, smoking and histology from Conditions."""
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1955-03-03"}
+
+    def observation(oid: str, code: str, day: str, **value: Any) -> tuple[str, str]:
+        body = {"resourceType": "Observation", "id": oid, "status": "final", "effectiveDateTime": day}
+        return ("Observation", dumps(body | {"code": {"coding": [{"system": LOINC, "code": code}]}} | value))
+
+    squamous = {
+        "resourceType": "Condition",
+        "id": "c",
+        "code": {"coding": [{"system": SNOMED, "code": "254634000"}]},
+    }
+    lines = [
+        ("Patient", dumps(patient)),
+        observation("e1", "89247-1", "2022-01-01", valueInteger=2),  # outside the 30-day window
+        observation("e2", "89247-1", "2022-02-28", valueInteger=1),
+        observation("p", "83053-9", "2021-11-01", valueQuantity={"value": 60, "unit": "%"}),
+        observation(
+            "s",
+            "72166-2",
+            "2022-02-01",
+            valueCodeableConcept={"coding": [{"system": SNOMED, "code": "8517006"}]},
+        ),
+        ("Condition", dumps(squamous)),
+    ]
+    row = patient_row(dose(), lines, definition)
+    assert row is not None
+    actual = {
+        k: row[k] for k in ("age_years", "sex", "ecog", "pdl1_tps", "pdl1_category", "smoking", "histology")
+    }
+    expected = {
+        "age_years": 66,
+        "sex": "female",
+        "ecog": 1,
+        "pdl1_tps": "60",
+        "pdl1_category": ">=50%",
+        "smoking": "Former or current",
+        "histology": "SqCC",
+    }
+    assert expected == actual
+
+
+def test_a_diagnosis_filter_leaves_out_patients_without_the_diagnosis() -> None:
+    """With cohort.diagnosis_codes set, a patient without such a Condition has no row."""
+    site = {"cohort": {"diagnosis_codes": [{"system": SNOMED, "code": "254637007"}]}}
+    assert patient_row(dose(), blood("4.0", "0.02"), load_definition(site, CUTOFF)) is None

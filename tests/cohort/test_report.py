@@ -1,0 +1,98 @@
+"""Analysis outputs: Tables 3 and 4 in the paper's shape, a self-contained HTML report, synthetic labels."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from cohort.table import read_table
+from cohort.tables import p_text
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.cohort.test_cli import ichis
+
+    root = tmp_path_factory.mktemp("report")
+    for args in (
+        ["synth", "--out", str(root / "ndjson"), "-n", "400", "--seed", "8", "--no-cycle-labs"],
+        ["extract", str(root / "ndjson"), "--cutoff", "2023-08-31", "--out", str(root / "table")],
+        ["analyze", str(root / "table" / "cohort.csv"), "--out", str(root / "report")],
+    ):
+        done = ichis(*args)
+        assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.mark.parametrize(
+    ("p", "text"), [(0.0004, "<0.001"), (0.001, "0.001"), (0.0494, "0.049"), (0.5, "0.500")]
+)
+def test_p_values_are_printed_as_in_the_paper(p: float, text: str) -> None:
+    """Three decimals, and <0.001 below that."""
+    assert text == p_text(p)
+
+
+def test_table_3_has_the_papers_rows_and_columns(report: Path) -> None:
+    """Variables in the paper's order with their levels; IChIS levels carry HRs against IChIS 0."""
+    with (report / "report" / "table3_pfs.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    assert header == [
+        "dataset",
+        "Variable",
+        "n",
+        "Events",
+        "Median (95% CI), day",
+        "Univariate p (log-rank)",
+        "Multivariate p",
+        "HR (95% CI)",
+    ]
+    variables = [r[1] for r in body if not r[4]]  # rows without a median head a variable
+    assert variables == [
+        "Age, yr",
+        "Sex",
+        "Smoking status",
+        "ECOG",
+        "Histology",
+        "PD-L1 expression",
+        "Agent",
+        "IChIS",
+    ]
+    assert body[0][1] == "All patients"
+    ichis = {r[1]: r[7] for r in body[-3:]}
+    assert ichis["0"] == "1 (reference)"
+    assert all(re.fullmatch(r"\d+\.\d{3} \(\d+\.\d{3}-\d+\.\d{3}\)", ichis[level]) for level in ("1", "2"))
+    assert {"SYNTHETIC"} == {r[0] for r in body}
+
+
+def test_the_html_report_is_self_contained(report: Path) -> None:
+    """Plots are data: URIs; nothing is fetched from elsewhere (no scripts, no external links or images)."""
+    html = (report / "report" / "report.html").read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == 2
+    assert not re.search(r"<script|<link|src=\"http|url\(http", html)
+
+
+def test_synthetic_data_are_labelled_in_every_output(report: Path) -> None:
+    """The banner, the Markdown heading and the plots say SYNTHETIC; so does every row of the table."""
+    html = (report / "report" / "report.html").read_text(encoding="utf-8")
+    markdown = (report / "report" / "tables.md").read_text(encoding="utf-8")
+    svg = (report / "report" / "km_pfs.svg").read_text(encoding="utf-8")
+    table = read_table(report / "table")
+    assert ("SYNTHETIC DATA" in html, markdown.startswith("# SYNTHETIC DATA"), "SYNTHETIC DATA" in svg) == (
+        True,
+        True,
+        True,
+    )
+    assert bool(table["synthetic"].all())
+    readme = (report / "ndjson" / "SYNTHETIC-README.txt").read_text(encoding="utf-8")
+    assert readme.startswith("SYNTHETIC DATA")
+
+
+def test_the_report_states_the_ci_method(report: Path) -> None:
+    """Every reader learns that CIs are log-log here and symmetric in the paper (SPSS)."""
+    html = (report / "report" / "report.html").read_text(encoding="utf-8")
+    assert 'conf.type="log-log"' in html.replace("&#34;", '"')
+    assert "SPSS" in html
