@@ -16,6 +16,8 @@ from cds_service.audit import AuditDeliverer, AuditSpool
 from cds_service.auditing import install_auditing
 from cds_service.errors import install_error_handlers
 from cds_service.logs import install_request_logging
+from cds_service.ops import blueprint as ops_blueprint
+from cds_service.ops import install_request_timing, metrics_registry
 from cds_service.security import install_security
 from cds_service.settings import build_runtime, load_settings
 from cds_service.store import Store
@@ -59,12 +61,15 @@ def create_app(
     )
     app.extensions["ichis.audit.spool"] = spool
     app.extensions["ichis.audit.deliverer"] = deliverer
+    app.extensions["ichis.metrics"] = metrics_registry(spool)
     install_request_logging(app)
+    install_request_timing(app)
     try:
         install_security(app, runtime, session)
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     app.register_blueprint(blueprint)
+    app.register_blueprint(ops_blueprint)
     install_auditing(app, settings, spool, deliverer, clock)
     install_error_handlers(app)
     return app

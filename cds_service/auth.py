@@ -144,6 +144,20 @@ class KeySetCache:
                 raise AuthenticationFailed(f"unknown kid {kid!r} for {url}")
             return keys[kid]
 
+    def ensure_loaded(self, url: str) -> None:
+        """Fetch a key set that is not cached yet (readiness checks); raises AuthenticationFailed."""
+        now = self.clock()
+        with self._lock:
+            entry = self._sets.get(url)
+            if entry is not None and now - entry.fetched_at <= self.ttl_seconds:
+                return
+            if entry is not None and now - entry.last_refresh_attempt < self.min_refresh_seconds:
+                return
+            if entry is not None:
+                entry.last_refresh_attempt = now
+            keys = self._fetch(url)
+            self._sets[url] = _KeySet(keys, now, now)
+
     def loaded(self) -> list[str]:
         with self._lock:
             return list(self._sets)

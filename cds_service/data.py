@@ -10,7 +10,7 @@ deadline and follow paging links. Data that cannot be had is a 412.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ import requests
 
 from cds_service.errors import BadRequest, DataUnavailable
 from cds_service.hook_request import HookRequest
+from cds_service.metrics import FHIR_CALLBACK_LATENCY, PREFETCH_KEYS
 from cds_service.security import check_fhir_server
 from cds_service.settings import Settings
 from fhir_mappings.bundles import FhirInputError, resource_entries
@@ -66,6 +67,14 @@ def fill_template(template: str, request: HookRequest) -> str:
     return query
 
 
+def _timed(key: str, fetch: Callable[[Any], dict[str, Any]], argument: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        return fetch(argument)
+    finally:
+        FHIR_CALLBACK_LATENCY.labels(key).observe(time.perf_counter() - started)
+
+
 def _is_outcome(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome"
 
@@ -85,6 +94,7 @@ def resolve(
             if value is None:
                 resolved.values[key] = None
                 resolved.prefetched.append(key)
+                PREFETCH_KEYS.labels(key, "prefetch").inc()
             elif _is_outcome(value):
                 to_fetch[key] = fill_template(template, request)
             elif isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
@@ -97,6 +107,7 @@ def resolve(
                 else:
                     resolved.values[key] = value
                     resolved.prefetched.append(key)
+                    PREFETCH_KEYS.labels(key, "prefetch").inc()
             else:
                 raise BadRequest(
                     f"prefetch.{key} is not a FHIR resource or null", expression=[f"prefetch.{key}"]
@@ -123,15 +134,16 @@ def resolve(
     with ThreadPoolExecutor(max_workers=len(to_fetch) + len(continue_paging)) as pool:
         for key, query in to_fetch.items():
             resolved.queries[key] = query
-            jobs[key] = pool.submit(client.search, query)
+            jobs[key] = pool.submit(_timed, key, client.search, query)
         for key, bundle in continue_paging.items():
-            jobs[key] = pool.submit(client.follow_pages, bundle)
+            jobs[key] = pool.submit(_timed, key, client.follow_pages, bundle)
         failures: list[str] = []
         for key, job in jobs.items():
             try:
                 resolved.values[key] = value = job.result()
                 list(resource_entries(value))
                 resolved.fetched.append(key)
+                PREFETCH_KEYS.labels(key, "fetched").inc()
             except FhirInputError as error:
                 failures.append(f"{key}: the FHIR server sent a malformed Bundle ({error})")
             except FhirClientError as error:
