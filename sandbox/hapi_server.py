@@ -1,7 +1,8 @@
 """A real HAPI FHIR JPA server (FHIR R4, H2 on disk) for development and tests.
 
 The server is a small Maven module of our own in ``sandbox/hapi`` (HAPI FHIR 8.8.0 on Spring
-Boot 3.5, see its ``pom.xml``). This module builds it into a fat jar with Maven and runs it with
+Boot 3.5, see its ``pom.xml``). This module builds it with Maven (``target/hapi-fhir-sandbox.jar``,
+whose manifest puts the dependency jars of ``target/lib`` on the class path) and runs it with
 ``java -jar`` as a subprocess in its own process group:
 
     >>> from sandbox.hapi_server import HapiServer, build, free_port
@@ -48,6 +49,14 @@ HAPI_DIR: Path = Path(__file__).resolve().parent / "hapi"
 
 JAR_NAME = "hapi-fhir-sandbox.jar"
 LOG_TAIL_LINES = 40
+JVM_OPTIONS: tuple[str, ...] = (
+    # Startup is what tests wait for: C1-only JIT and the serial GC halve the CPU time to readiness
+    # (measured ~30 s instead of ~65 s of CPU on 2 cores), at some cost in peak throughput.
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseSerialGC",
+    "-Dfile.encoding=UTF-8",
+    "-Duser.timezone=UTC",
+)
 _POLL_SECONDS = 0.5
 
 
@@ -56,7 +65,7 @@ class HapiError(Exception):
 
 
 def jar_path() -> Path:
-    """The fat jar that ``build()`` produces."""
+    """The jar that ``build()`` produces (its dependencies are in ``target/lib``)."""
     return HAPI_DIR / "target" / JAR_NAME
 
 
@@ -67,7 +76,7 @@ def _source_files() -> list[Path]:
 
 
 def _jar_is_stale(jar: Path) -> bool:
-    if not jar.is_file():
+    if not jar.is_file() or not (jar.parent / "lib").is_dir():
         return True
     jar_mtime = jar.stat().st_mtime
     return any(p.stat().st_mtime > jar_mtime for p in _source_files())
@@ -171,10 +180,7 @@ class HapiServer:
         return [
             self.java,
             f"-Xmx{self.heap}",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Dfile.encoding=UTF-8",
-            "-Duser.timezone=UTC",
+            *JVM_OPTIONS,
             "-jar",
             str(jar_path()),
             f"--server.port={self.port}",
