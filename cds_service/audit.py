@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from fhir_mappings.bundles import dumps
+from cds_service.sqlite import Connections
 
 log = logging.getLogger("ichis.audit")
 
@@ -62,29 +62,23 @@ class AuditSpool:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._connections = Connections(path)
+        self._connections.get().executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
-            yield db
-        finally:
-            db.close()
+        yield self._connections.get()
 
     def put(self, resource: Mapping[str, Any], target: str) -> None:
         """Spool one AuditEvent for ``target`` (a FHIR base URL); the same id is kept once."""
         now = self.clock()
+        # AuditEvents hold no lab values, so the C encoder is exact here (and much faster).
+        text = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
         with self._connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO spool (id, resource, target, created, next_attempt) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (resource["id"], dumps(resource), target, now, now),
+                (resource["id"], text, target, now, now),
             )
 
     def claim(
@@ -258,7 +252,7 @@ class AuditDeliverer:
         url = f"{target.rstrip('/')}/AuditEvent/{record_id}"
         try:
             response = self.session.put(
-                url, data=dumps(resource).encode(), headers=headers, timeout=self.timeout_seconds
+                url, data=json.dumps(resource).encode(), headers=headers, timeout=self.timeout_seconds
             )
         except requests.RequestException as error:
             return f"{type(error).__name__} sending to {target}", False

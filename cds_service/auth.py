@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import jwt
 import requests
 
+from cds_service.sqlite import Connections
+
 log = logging.getLogger("ichis.auth")
 
 #: Asymmetric JWS algorithms we accept (RFC 7518); the spec recommends ES384 and RS384.
@@ -176,33 +178,23 @@ class SqliteReplayCache:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS seen_jti "
-                "(iss TEXT, jti TEXT, expires_at REAL, PRIMARY KEY (iss, jti))"
-            )
+        self._connections = Connections(path)
+        self._connections.get().execute(
+            "CREATE TABLE IF NOT EXISTS seen_jti "
+            "(iss TEXT, jti TEXT, expires_at REAL, PRIMARY KEY (iss, jti))"
+        )
         self._inserts = 0
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=10000")
-        return db
-
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
-        db = self._connect()
+        db = self._connections.get()
+        self._inserts += 1
+        if self._inserts % 500 == 1:
+            db.execute("DELETE FROM seen_jti WHERE expires_at < ?", (self.clock(),))
         try:
-            self._inserts += 1
-            if self._inserts % 500 == 1:
-                db.execute("DELETE FROM seen_jti WHERE expires_at < ?", (self.clock(),))
-            try:
-                db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
-            except sqlite3.IntegrityError:
-                return False
-            return True
-        finally:
-            db.close()
+            db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
 
 class RedisReplayCache:

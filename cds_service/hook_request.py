@@ -7,6 +7,7 @@ type-checked and a wrong one is a 400 naming the field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,18 +53,23 @@ def _required(obj: Mapping[str, Any], key: str, where: str = "") -> str:
     return value
 
 
-def _depth(document: Any) -> int:
-    """Nesting depth of a JSON value, computed without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(document, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in value.values())
-        elif isinstance(value, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in value)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def _depth(body: bytes) -> int:
+    """Nesting depth of a JSON text already known to be valid: strings are blanked out (so their
+    brackets do not count), then the brackets are counted. Much cheaper than walking the parsed
+    document, which matters on every request."""
+    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
     return deepest
 
 
@@ -77,7 +83,7 @@ def parse_json_body(body: bytes, max_depth: int = 64) -> Any:
         raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
     except RecursionError:
         raise BadRequest("the request body is nested too deeply") from None
-    if _depth(document) > max_depth:
+    if _depth(body) > max_depth:
         raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
     return document
 

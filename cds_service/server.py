@@ -44,12 +44,18 @@ def _worker_exit(server: Any, worker: Any) -> None:
         close_app(app)
 
 
-def serve(host: str, port: int, workers: int, overrides: Mapping[str, Any] | None = None) -> None:
+def serve(
+    host: str, port: int, workers: int, overrides: Mapping[str, Any] | None = None, threads: int = 4
+) -> None:
+    # Threaded workers: keep-alive connections from EHRs, and FHIR call-backs of one request do
+    # not hold up the others of the same worker while they wait on the network.
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
+        "threads": threads,
         "preload_app": True,
-        "worker_class": "sync",
+        "worker_class": "gthread",
+        "keepalive": 5,
         "timeout": 30,
         "graceful_timeout": 20,
         "accesslog": "-" if os.environ.get("ICHIS_ACCESS_LOG") else None,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cds_service.sqlite import Connections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
@@ -51,19 +52,11 @@ class FeedbackItem:
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._connections = Connections(path)
+        self._connect().executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     def record_card(
         self,
@@ -78,65 +71,65 @@ class Store:
         issued_at: str,
     ) -> None:
         """Remember an issued card (a retried hookInstance re-issues the same uuid: kept once)."""
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    card_uuid,
-                    service_id,
-                    hook,
-                    hook_instance,
-                    patient_id,
-                    summary,
-                    json.dumps(score),
-                    issued_at,
-                ),
-            )
+        self._connect().execute(
+            "INSERT OR IGNORE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                card_uuid,
+                service_id,
+                hook,
+                hook_instance,
+                patient_id,
+                summary,
+                json.dumps(score, default=str),
+                issued_at,
+            ),
+        )
 
     def card(self, card_uuid: str) -> dict[str, Any] | None:
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM cards WHERE card_uuid = ?", (card_uuid,)).fetchone()
-        return dict(row) if row else None
+        cursor = self._connect().execute("SELECT * FROM cards WHERE card_uuid = ?", (card_uuid,))
+        row = cursor.fetchone()
+        return dict(zip([c[0] for c in cursor.description], row, strict=True)) if row else None
 
     def record_feedback(
         self, service_id: str, items: Sequence[FeedbackItem], received_at: str
     ) -> tuple[int, int]:
         """Store a batch in one transaction; returns (newly stored, duplicates)."""
         stored = 0
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for item in items:
-                    row = db.execute(
-                        "SELECT hook_instance FROM cards WHERE card_uuid = ?", (item.card,)
-                    ).fetchone()
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            service_id,
-                            item.card,
-                            item.outcome,
-                            item.outcome_timestamp,
-                            json.dumps(list(item.accepted_suggestions)),
-                            json.dumps(item.override_reason, default=str)
-                            if item.override_reason is not None
-                            else None,
-                            row[0] if row else None,
-                            received_at,
-                        ),
-                    )
-                    stored += cursor.rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                row = db.execute(
+                    "SELECT hook_instance FROM cards WHERE card_uuid = ?", (item.card,)
+                ).fetchone()
+                reason = (
+                    json.dumps(item.override_reason, default=str)
+                    if item.override_reason is not None
+                    else None
+                )
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        service_id,
+                        item.card,
+                        item.outcome,
+                        item.outcome_timestamp,
+                        json.dumps(list(item.accepted_suggestions)),
+                        reason,
+                        row[0] if row else None,
+                        received_at,
+                    ),
+                )
+                stored += cursor.rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return stored, len(items) - stored
 
     def feedback(self, card_uuid: str) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(
-                "SELECT * FROM feedback WHERE card_uuid = ? ORDER BY outcome_timestamp", (card_uuid,)
-            ).fetchall()
-        return [dict(r) for r in rows]
+        cursor = self._connect().execute(
+            "SELECT * FROM feedback WHERE card_uuid = ? ORDER BY outcome_timestamp", (card_uuid,)
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

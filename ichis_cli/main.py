@@ -120,11 +120,12 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("ICHIS_HOST", "127.0.0.1")
     port = args.port if args.port is not None else _env_int("ICHIS_PORT", 8080)
     workers = args.workers if args.workers is not None else _env_int("ICHIS_WORKERS", 2)
+    threads = args.threads if args.threads is not None else _env_int("ICHIS_THREADS", 4)
     try:
         create_app(overrides)  # fail here, once, with one line, on a bad configuration
     except ConfigurationError as error:
         raise CliError(EXIT_CONFIG, f"configuration: {error}") from None
-    serve(host, port, workers, overrides)
+    serve(host, port, workers, overrides, threads)
     return EXIT_OK
 
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (ICHIS_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (ICHIS_PORT, default 8080)")
     run.add_argument("--workers", type=int, help="worker processes (ICHIS_WORKERS, default 2)")
+    run.add_argument("--threads", type=int, help="threads per worker (ICHIS_THREADS, default 4)")
     run.add_argument("--config", help="site configuration, TOML (ICHIS_CONFIG_FILE)")
     run.set_defaults(handler=_serve)
     demo = commands.add_parser(

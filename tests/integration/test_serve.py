@@ -81,3 +81,42 @@ def test_a_bad_configuration_stops_the_start_with_one_line(tmp_path: Path) -> No
     )
     assert done.returncode == 4
     assert done.stderr.strip() == "ichis: configuration: scope_policy must be one of caveat, suppress"
+
+
+def test_the_container_entry_point_runs_outside_docker_against_hapi(demo_fhir: str, tmp_path: Path) -> None:
+    """`ichis serve` (the image's ENTRYPOINT and CMD) with the compose file's environment, HAPI's
+    address swapped for the test server's, answers health, readiness and metrics."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    env = {key: str(value) for key, value in compose["services"]["service"]["environment"].items()}
+    port = free_port()
+    env.update({
+        "ICHIS_AUDIT_FHIR_URL": demo_fhir,
+        "ICHIS_PORT": str(port),
+        "ICHIS_DATA_DIR": str(tmp_path),
+        "ICHIS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        # The compose issuer is the sandbox container; here an inline key set stands for it.
+        "ICHIS_TRUSTED_ISSUERS": json.dumps([{"iss": "http://localhost:8070", "jwks": {"keys": []}}]),
+    })  # fmt: skip
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ichis_cli", "serve"], env={**os.environ, **env}, cwd=ROOT, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        ready = requests.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert f"audit FHIR server {demo_fhir}" in ready.json()["ok"]
+        metrics = requests.get(f"{base}/metrics", timeout=10)
+        assert "ichis_audit_spool_depth" in metrics.text
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0  # graceful: gunicorn stops its workers and exits 0
+        log.close()
