@@ -191,6 +191,8 @@ class AuditDeliverer:
 
     def ensure_running(self) -> None:
         """Start the thread in this process (after a fork the parent's thread does not exist)."""
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return  # the common case, on every request: no lock
         with self._lock:
             if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
                 return
@@ -219,54 +221,83 @@ class AuditDeliverer:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
 
-    def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due now; returns how many were delivered."""
-        delivered = 0
+    def deliver_due(self, limit: int = 100) -> int:
+        """Send what is due now, one FHIR batch per destination; returns how many were delivered."""
         due = self.spool.claim(limit, self.timeout_seconds * 3, with_default_target=bool(self.repository))
+        groups: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
         for record_id, resource, target, attempts in due:
+            groups.setdefault(target, []).append((record_id, resource, attempts))
+        delivered = 0
+        for target, records in groups.items():
             if self._stop.is_set():
                 break
-            destination = target or self.repository or ""
             # The audit repository's token goes only to the repository, never to an EHR's server.
-            error, permanent = self._send(
-                destination, record_id, resource, self.token if not target else None
+            outcomes = self._send_batch(
+                target or self.repository or "", records, None if target else self.token
             )
-            if error is None:
-                self.spool.delivered(record_id)
-                delivered += 1
-            elif permanent:
-                self.spool.rejected(record_id, error)
-                log.error("audit record refused by the server; kept in the spool", extra={"reason": error})
-            else:
-                self.spool.failed(record_id, attempts, error, self.retry_max_seconds)
-                log.warning("audit delivery failed; will retry", extra={"reason": error})
+            for (record_id, _, attempts), (error, permanent) in zip(records, outcomes, strict=True):
+                if error is None:
+                    self.spool.delivered(record_id)
+                    delivered += 1
+                elif permanent:
+                    self.spool.rejected(record_id, error)
+                    log.error(
+                        "audit record refused by the server; kept in the spool", extra={"reason": error}
+                    )
+                else:
+                    self.spool.failed(record_id, attempts, error, self.retry_max_seconds)
+                    log.warning("audit delivery failed; will retry", extra={"reason": error})
         return delivered
 
-    def _send(
-        self, target: str, record_id: str, resource: Mapping[str, Any], token: str | None
-    ) -> tuple[str | None, bool]:
-        """(error or None, whether the error is permanent)."""
+    def _send_batch(
+        self, target: str, records: list[tuple[str, dict[str, Any], int]], token: str | None
+    ) -> list[tuple[str | None, bool]]:
+        """PUT each record by its id inside one ``batch`` Bundle (entries succeed or fail alone);
+        for each record: (error or None, whether the error is permanent)."""
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"resource": resource, "request": {"method": "PUT", "url": f"AuditEvent/{record_id}"}}
+                for record_id, resource, _ in records
+            ],
+        }
         headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        url = f"{target.rstrip('/')}/AuditEvent/{record_id}"
         try:
-            response = self.session.put(
-                url, data=json.dumps(resource).encode(), headers=headers, timeout=self.timeout_seconds
+            response = self.session.post(
+                target.rstrip("/"),
+                data=json.dumps(bundle).encode(),
+                headers=headers,
+                timeout=self.timeout_seconds,
             )
         except requests.RequestException as error:
-            return f"{type(error).__name__} sending to {target}", False
-        if response.status_code in (200, 201):
-            return None, False
-        detail = _diagnostics(response)
-        permanent = 400 <= response.status_code < 500 and response.status_code not in (
-            401,
-            403,
-            408,
-            409,
-            429,
-        )
-        return f"{target} answered {response.status_code}{detail}", permanent
+            return [(f"{type(error).__name__} sending to {target}", False)] * len(records)
+        if response.status_code != 200:
+            failure = (f"{target} answered {response.status_code}{_diagnostics(response)}", False)
+            return [failure] * len(records)
+        try:
+            entries = response.json().get("entry") or []
+        except ValueError:
+            entries = []
+        if len(entries) != len(records):
+            return [(f"{target} answered a batch without one entry per record", False)] * len(records)
+        return [_entry_outcome(target, entry) for entry in entries]
+
+
+def _entry_outcome(target: str, entry: Any) -> tuple[str | None, bool]:
+    status_text = str((entry.get("response") or {}).get("status", "")) if isinstance(entry, dict) else ""
+    code = int(status_text[:3]) if status_text[:3].isdigit() else 0
+    if code in (200, 201):
+        return None, False
+    outcome = (entry.get("response") or {}).get("outcome") if isinstance(entry, dict) else None
+    issues = outcome.get("issue") if isinstance(outcome, dict) else None
+    detail = f": {issues[0].get('diagnostics', '')}"[:300] if issues else ""
+    # A refusal of the record itself (4xx other than auth, conflict, throttling) will not change
+    # on retry; anything else may.
+    permanent = 400 <= code < 500 and code not in (401, 403, 408, 409, 429)
+    return f"{target} answered {code or status_text}{detail}", permanent
 
 
 def _diagnostics(response: requests.Response) -> str:

@@ -52,7 +52,6 @@ def install_auditing(
             return response
         try:
             _spool_records(response, settings, spool, clock)
-            deliverer.wake()
         except Exception:
             # Losing an audit record silently is worse than failing the call: the error surfaces.
             log.exception("could not spool the audit record")

@@ -7,7 +7,6 @@ type-checked and a wrong one is a 400 naming the field.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -53,16 +52,19 @@ def _required(obj: Mapping[str, Any], key: str, where: str = "") -> str:
     return value
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = frozenset(b"[{")
 
 
 def _depth(body: bytes) -> int:
-    """Nesting depth of a JSON text already known to be valid: strings are blanked out (so their
-    brackets do not count), then the brackets are counted. Much cheaper than walking the parsed
-    document, which matters on every request."""
-    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    """Nesting depth of a JSON text already known to be valid, counted on the bytes.
+
+    Escaped backslashes and escaped quotes are removed first; every quote left then delimits a
+    string, so the even pieces of a split on quotes are the text outside strings, where brackets
+    count. All of it runs in C, which matters on every request.
+    """
+    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
     depth = deepest = 0
     for byte in brackets:
         if byte in _OPENERS:

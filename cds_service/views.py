@@ -19,7 +19,7 @@ from cds_service.errors import BadRequest, UnknownService, UnsupportedMediaType
 from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json_body
 from cds_service.settings import Runtime
 from cds_service.store import FeedbackItem, Store
-from fhir_mappings.assessment import Assessment, assess, assessment_json
+from fhir_mappings.assessment import Assessment, assess
 from fhir_mappings.medications import find_checkpoint_orders
 from fhir_mappings.scope import Scope, assess_scope
 
@@ -124,7 +124,12 @@ def call_service(service_id: str) -> Response:
         hook_instance=hook.hook_instance,
         patient_id=hook.patient_id,
         summary=card["summary"],
-        score=assessment_json(assessment),
+        score={
+            "ichis": result.score,
+            "status": result.status.value,
+            "lower": result.lower,
+            "upper": result.upper,
+        },
         issued_at=at.isoformat(),
     )
     note(card_uuid=card["uuid"], outcome_text="card issued")

@@ -34,7 +34,7 @@ def dumps(document: Any) -> str:
 def _encode(value: Any) -> Iterator[str]:
     if isinstance(value, Decimal):
         yield format(value, "f") if value.is_finite() else "null"
-    elif isinstance(value, Mapping):
+    elif isinstance(value, dict):
         yield "{"
         for position, (key, item) in enumerate(value.items()):
             yield ("," if position else "") + json.dumps(str(key), ensure_ascii=False) + ":"
@@ -59,12 +59,12 @@ def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | 
     if not isinstance(entries, list):
         raise FhirInputError("Bundle.entry must be a list")
     for position, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, dict):
             raise FhirInputError(f"Bundle.entry[{position}] is not an object")
         resource = entry.get("resource")
         if resource is None:
             continue  # e.g. a transaction-response entry or a deleted history entry
-        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise FhirInputError(f"Bundle.entry[{position}].resource has no resourceType")
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
         if resource["resourceType"] == "Bundle":
@@ -75,7 +75,7 @@ def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | 
 
 def resource_entries(document: Any) -> Iterator[tuple[Resource, str | None]]:
     """A parsed JSON document (a Bundle or one resource) as entries."""
-    if not isinstance(document, Mapping) or not isinstance(document.get("resourceType"), str):
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         raise FhirInputError("expected a FHIR resource or Bundle (an object with resourceType)")
     if document["resourceType"] == "Bundle":
         yield from bundle_entries(document)

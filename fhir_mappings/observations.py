@@ -7,6 +7,7 @@ rejected over fields we do not use. Spec: https://hl7.org/fhir/R4/observation.ht
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -48,7 +49,13 @@ class SampleKey:
         return self.instant == other.instant
 
     def label(self) -> str:
-        return self.specimen or self.panel or f"collected {utc(self.instant).isoformat()}"
+        return self.specimen or self.panel or _collected(self.instant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _collected(instant: datetime) -> str:
+    """Label of a sample known only by its collection instant (many results share one)."""
+    return f"collected {utc(instant).isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +125,11 @@ def _decimal(value: Any) -> Decimal | None:
 
 def codings(codeable: Any) -> Iterator[tuple[str | None, str | None, str | None]]:
     """(system, code, display) of each Coding of a CodeableConcept; non-strings become None."""
-    if not isinstance(codeable, Mapping):
+    if not isinstance(codeable, dict):
         return
     raw = codeable.get("coding")
     for coding in raw if isinstance(raw, list) else ():
-        if isinstance(coding, Mapping):
+        if isinstance(coding, dict):
             yield _str(coding.get("system")), _str(coding.get("code")), _str(coding.get("display"))
 
 
@@ -150,7 +157,7 @@ def _effective(resource: Resource, config: MappingConfig) -> When | None:
         if key in resource:
             return parse_when(resource[key], config.naive_time_zone)
     period = resource.get("effectivePeriod")
-    if isinstance(period, Mapping) and (period.get("start") or period.get("end")):
+    if isinstance(period, dict) and (period.get("start") or period.get("end")):
         # Collection over a period (rare for blood counts): the start is when the sample was taken.
         return parse_when(period.get("start") or period["end"], config.naive_time_zone)
     return None
@@ -158,12 +165,12 @@ def _effective(resource: Resource, config: MappingConfig) -> When | None:
 
 def _specimen(resource: Resource) -> str | None:
     specimen = resource.get("specimen")
-    if isinstance(specimen, Mapping):
+    if isinstance(specimen, dict):
         ref = specimen.get("reference")
         if isinstance(ref, str) and ref:
             return ref
         ident = specimen.get("identifier")
-        if isinstance(ident, Mapping) and ident.get("value"):
+        if isinstance(ident, dict) and ident.get("value"):
             return f"Specimen?identifier={ident.get('system', '')}|{ident['value']}"
     return None
 
@@ -188,7 +195,7 @@ class _Reader:
     ) -> None:
         status = text_of(obs, "status")
         root = match_concept(obs.get("code"), self.config)
-        components = [c for c in obs.get("component") or () if isinstance(c, Mapping)]
+        components = [c for c in obs.get("component") or () if isinstance(c, dict)]
         relevant = [(root, obs)] if root else []
         relevant += [(hit, c) for c in components if (hit := match_concept(c.get("code"), self.config))]
         if not relevant:
@@ -251,7 +258,7 @@ class _Reader:
         absent = part.get("dataAbsentReason")
         if absent is not None:
             codes = [c for _, c in _codings(absent) if c]
-            reason = codes[0] if codes else (absent.get("text") if isinstance(absent, Mapping) else None)
+            reason = codes[0] if codes else (absent.get("text") if isinstance(absent, dict) else None)
             self._problem(
                 concept,
                 reference,
@@ -263,7 +270,7 @@ class _Reader:
             self._problem(concept, reference, when, "has no collection time (effective[x])")
             return
         quantity = part.get("valueQuantity")
-        if not isinstance(quantity, Mapping):
+        if not isinstance(quantity, dict):
             self._non_quantity(part, concept, reference, when)
             return
         value = _decimal(quantity.get("value"))
@@ -309,16 +316,15 @@ class _Reader:
             return
         if when.zone_assumed:
             self.zone_assumed += 1
+        sample = SampleKey(_specimen(obs) or panel_specimen, panel, when.earliest)
         source = Source(
             reference=reference,
             effective=when.earliest,
             value_as_sent=plain_as_sent(value),
             unit_as_sent=unit_text or unit_code or "",
             status=str(status),
-            sample="",
+            sample=sample.label(),
         )
-        sample = SampleKey(_specimen(obs) or panel_specimen, panel, when.earliest)
-        source = Source(**{**_fields(source), "sample": sample.label()})
         self.readings.append(
             Reading(
                 concept=concept.name,
@@ -346,10 +352,6 @@ class _Reader:
             self._problem(concept, reference, when, f"has no quantity value ({kinds})")
         else:
             self._problem(concept, reference, when, "has no value")
-
-
-def _fields(source: Source) -> dict[str, Any]:
-    return {name: getattr(source, name) for name in Source.__slots__}
 
 
 def plain_as_sent(value: Decimal) -> str:
@@ -383,7 +385,7 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
     seen: set[int] = set()
     panels: list[tuple[Resource, str]] = []
     for resource, full_url in entries:
-        is_observation = isinstance(resource, Mapping) and resource.get("resourceType") == "Observation"
+        is_observation = isinstance(resource, dict) and resource.get("resourceType") == "Observation"
         if is_observation and resource.get("hasMember"):
             panels.append((resource, reference_of(resource, full_url)))
     for panel, panel_ref in panels:
@@ -393,9 +395,9 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
             panel_when = _effective(panel, config)
         except TimeFormatError:
             panel_when = None
-        contained = {f"#{c.get('id')}": c for c in panel.get("contained") or () if isinstance(c, Mapping)}
+        contained = {f"#{c.get('id')}": c for c in panel.get("contained") or () if isinstance(c, dict)}
         for member in panel.get("hasMember") or ():
-            ref = member.get("reference") if isinstance(member, Mapping) else None
+            ref = member.get("reference") if isinstance(member, dict) else None
             if not isinstance(ref, str):
                 continue
             target = contained.get(ref) or index.get(ref)
@@ -405,7 +407,7 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
             name = f"{panel_ref}{ref}" if ref.startswith("#") else reference_of(target, ref)
             reader.observation(target, name, panel_ref, panel_when, _specimen(panel))
     for resource, full_url in entries:
-        if not isinstance(resource, Mapping) or resource.get("resourceType") != "Observation":
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
             continue
         if id(resource) in seen:
             continue
