@@ -23,6 +23,7 @@ from cds_service.settings import build_runtime, load_settings
 from cds_service.store import Store
 from cds_service.views import blueprint
 from fhir_mappings.config import ConfigurationError
+from smart_app import install_smart_app
 
 
 def _now() -> datetime:
@@ -34,8 +35,10 @@ def create_app(
     *,
     clock: Callable[[], datetime] = _now,
     environ: Mapping[str, str] | None = None,
+    smart: Mapping[str, Any] | None = None,
 ) -> Flask:
-    """Build the service. ``overrides`` replace settings (tests); ``clock`` gives the order time."""
+    """Build the service. ``overrides`` replace settings (tests); ``clock`` gives the order time;
+    ``smart`` holds SMART app settings over the site file's ``[smart]`` table and ICHIS_SMART_*."""
     settings = load_settings(overrides, environ)
     runtime = build_runtime(settings)
     app = Flask("cds_service")
@@ -72,6 +75,11 @@ def create_app(
     app.register_blueprint(ops_blueprint)
     install_auditing(app, settings, spool, deliverer, clock)
     install_error_handlers(app)
+    # The SMART app shares this WSGI app under /smart/ (paths keep the two apart).
+    site_smart = settings.site.get("smart", {})
+    install_smart_app(
+        app, {**(site_smart if isinstance(site_smart, dict) else {}), **(smart or {})}, environ=environ
+    )
     return app
 
 

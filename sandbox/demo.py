@@ -104,6 +104,9 @@ class DemoStack:
                 "ICHIS_ALLOW_HTTP_FHIR": "true",  # the sandbox speaks plain http on loopback
                 "ICHIS_AUDIT_FHIR_URL": fhir,
                 "ICHIS_DATA_DIR": str(self.data_dir / "service"),
+                # The SMART app is registered with the sandbox EHR under its documented secret.
+                "ICHIS_SMART_CLIENT_SECRET": "ichis-smart-sandbox-secret",
+                "ICHIS_SMART_TRUSTED_ISS": f"{self.ehr_url}/fhir",
             },
         )
         self._spawn(

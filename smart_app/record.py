@@ -1,0 +1,113 @@
+"""The patient's record as the page needs it, read through ``fhir_mappings.client.FhirClient``
+with the launch's access token: same-origin paging, one deadline, errors mapped once.
+
+Only what the granted scopes allow is asked for; what is not granted is said, not fetched. JSON is
+parsed with exact decimals by the client (``fhir_mappings.bundles.loads``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from urllib.parse import quote
+
+from fhir_mappings.bundles import FhirInputError, resource_entries
+from fhir_mappings.client import FhirClient, FhirClientError, FhirRefused, FhirTimeout
+from fhir_mappings.config import MappingConfig
+from fhir_mappings.observations import Resource
+from smart_app.errors import FhirUnavailable, TokenExpired
+from smart_app.oauth import Grants
+
+Entries = list[tuple[Resource, str | None]]
+
+
+@dataclass
+class PatientRecord:
+    """What was read; ``None`` for a part the scopes did not allow (``denied`` says which scope)."""
+
+    patient: Mapping[str, Any] | None = None
+    observations: Entries | None = None
+    conditions: Entries | None = None
+    #: Scope a part needed but the EHR did not grant (or refused with 403), by part.
+    denied: dict[str, str] = field(default_factory=dict)
+    #: Sentences about what could not be read, for the data problems section.
+    notes: list[str] = field(default_factory=list)
+
+
+def lab_codes(mapping: MappingConfig) -> list[str]:
+    """``system|code`` of every code the site maps to a concept: both parts, what derives IG#,
+    the rest of the blood count and the Sysmex research parameters."""
+    tokens: list[str] = []
+    for concept in mapping.concepts.values():
+        for entry in concept.codes:
+            systems = (entry.system,) if entry.system else mapping.research_code_systems
+            tokens += [f"{system}|{entry.code}" for system in systems]
+    return list(dict.fromkeys(tokens))
+
+
+def _observation_query(patient: str, mapping: MappingConfig, since: date) -> str:
+    codes = ",".join(quote(token, safe="|-._") for token in lab_codes(mapping))
+    return (
+        f"Observation?patient={quote(patient, safe='')}&code={codes}"
+        f"&date=ge{since.isoformat()}&_sort=-date&_count=100"
+    )
+
+
+def read_record(
+    client: FhirClient, patient: str, grants: Grants, mapping: MappingConfig, since: date
+) -> PatientRecord:
+    """Patient, Observations since ``since`` and Conditions, in parallel, as far as granted."""
+    record = PatientRecord()
+    jobs: dict[str, tuple[str, str]] = {}
+    if grants.allows("Patient", "r"):
+        jobs["patient"] = (f"Patient/{quote(patient, safe='')}", "patient/Patient.r")
+    else:
+        record.denied["patient"] = "patient/Patient.r"
+    if grants.allows("Observation", "s"):
+        jobs["observations"] = (_observation_query(patient, mapping, since), "patient/Observation.rs")
+    else:
+        record.denied["observations"] = "patient/Observation.rs"
+    if grants.allows("Condition", "s"):
+        jobs["conditions"] = (
+            f"Condition?patient={quote(patient, safe='')}&_count=100",
+            "patient/Condition.rs",
+        )
+    else:
+        record.denied["conditions"] = "patient/Condition.rs"
+    if not jobs:
+        return record
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {part: pool.submit(client.search, query) for part, (query, _) in jobs.items()}
+        answers: dict[str, Any] = {}
+        failures: dict[str, FhirClientError] = {}
+        for part, future in futures.items():
+            try:
+                answers[part] = future.result()
+            except FhirClientError as failure:
+                failures[part] = failure
+    for part, error in failures.items():
+        if isinstance(error, FhirRefused) and error.status == 401:
+            raise TokenExpired("The EHR no longer accepts the app's access token.")
+        if isinstance(error, FhirRefused) and error.status == 403:
+            # The EHR's enforcement is stricter than its grant: say so, as for a scope not granted.
+            record.denied[part] = jobs[part][1]
+            continue
+        if part == "patient" and isinstance(error, FhirRefused) and error.status == 404:
+            record.notes.append(f"The EHR has no Patient resource {patient}.")
+            continue
+        if isinstance(error, FhirTimeout):
+            raise FhirUnavailable("The EHR's FHIR server did not answer in time.")
+        raise FhirUnavailable(f"Reading the record failed: {error.detail}.")
+    try:
+        if "patient" in answers:
+            record.patient = answers["patient"]
+        if "observations" in answers:
+            record.observations = list(resource_entries(answers["observations"]))
+        if "conditions" in answers:
+            record.conditions = list(resource_entries(answers["conditions"]))
+    except FhirInputError as error:
+        raise FhirUnavailable(f"The EHR's FHIR server sent a malformed Bundle ({error}).") from None
+    return record

@@ -1,0 +1,199 @@
+"""The SMART app's settings: defaults, then ``ICHIS_SMART_<NAME>`` environment variables, then the
+dict given to ``install_smart_app``. Each setting is documented in docs/smart.md.
+
+Lists (``trusted_iss``, ``frame_ancestors``) are written comma- or space-separated, or as a JSON
+list, in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhir_mappings.config import ConfigurationError
+
+ENV_PREFIX = "ICHIS_SMART_"
+
+#: SMART App Launch 2.2 v2 scopes: the EHR's launch context, who the user is, and read access to
+#: exactly what the page shows (the banner, the blood counts, the diagnoses for the population).
+DEFAULT_SCOPES = "launch openid fhirUser patient/Patient.r patient/Observation.rs patient/Condition.rs"
+
+SAME_SITE = ("Lax", "Strict", "None")
+
+
+@dataclass(frozen=True)
+class SmartSettings:
+    """Everything the SMART app is configured with (docs/smart.md, "Settings")."""
+
+    #: The client id the EHR registered the app under.
+    client_id: str = "ichis-smart"
+    #: The confidential client's secret (client_secret_basic). Empty: launches end on a page
+    #: saying the app is not configured. Never logged, never shown.
+    client_secret: str = field(default="", repr=False)
+    #: The redirect URI registered with the EHR. Empty: ``{public base URL}/smart/callback``.
+    redirect_url: str = ""
+    #: Scopes asked for at an EHR launch; a standalone launch asks ``launch/patient`` for ``launch``.
+    scopes: str = DEFAULT_SCOPES
+    #: FHIR base URLs (the ``iss`` of a launch) the app may talk to. The client secret and the
+    #: tokens only ever go to these servers (SMART 2.2: "ONLY to authenticated servers").
+    trusted_iss: tuple[str, ...] = ()
+    #: Signs the session cookie. Empty: generated once and kept in ``{data_dir}/smart-session.key``.
+    session_secret: str = field(default="", repr=False)
+    cookie_name: str = "ichis_smart"
+    #: Lax by default: see docs/smart.md, "Cookies and the EHR's iframe", before changing it.
+    cookie_samesite: str = "Lax"
+    #: None: Secure when the app is reached over https (the public base URL, or the request).
+    cookie_secure: bool | None = None
+    #: None: partitioned (CHIPS) exactly when SameSite is None, i.e. when embedded cross-site.
+    cookie_partitioned: bool | None = None
+    #: Origins allowed to frame the pages (CSP frame-ancestors). Empty: the trusted_iss origins.
+    frame_ancestors: tuple[str, ...] = ()
+    #: How long a browser session (and the launches in it) lasts at most, seconds.
+    session_max_age_seconds: int = 8 * 3600
+    #: How far back the trend charts reach before the reference time, days.
+    trend_days: int = 180
+    #: Time allowed for the FHIR reads behind one page, seconds.
+    fhir_deadline_seconds: float = 10.0
+    #: Timeout of the discovery and token requests, seconds.
+    http_timeout_seconds: float = 10.0
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"smart setting {name}: expected a string")
+    return value.strip()
+
+
+def _list(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except ValueError:
+                raise ConfigurationError(f"smart setting {name}: not a valid JSON list") from None
+        else:
+            value = stripped.replace(",", " ").split()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"smart setting {name}: expected a list of strings")
+    return tuple(v.strip().rstrip("/") for v in value if v.strip())
+
+
+def _flag(name: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"smart setting {name}: {value!r} is not true, false or auto")
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    def parse(name: str, value: Any) -> Any:
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"smart setting {name}: {value!r} is not a number") from None
+        if number <= 0:
+            raise ConfigurationError(f"smart setting {name}: must be positive")
+        return number
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "client_id": _text,
+    "client_secret": _text,
+    "redirect_url": _text,
+    "scopes": _text,
+    "trusted_iss": _list,
+    "session_secret": _text,
+    "cookie_name": _text,
+    "cookie_samesite": _text,
+    "cookie_secure": _flag,
+    "cookie_partitioned": _flag,
+    "frame_ancestors": _list,
+    "session_max_age_seconds": _positive(int),
+    "trend_days": _positive(int),
+    "fhir_deadline_seconds": _positive(float),
+    "http_timeout_seconds": _positive(float),
+}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _absolute(name: str, url: str, allow_http: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ConfigurationError(f"smart setting {name}: {url!r} is not an absolute http(s) URL")
+    if parts.scheme == "http" and not allow_http:
+        raise ConfigurationError(
+            f"smart setting {name}: {url!r} uses plain http; tokens and the client secret go over TLS "
+            "only (set the service's allow_http_fhir=true for development)"
+        )
+
+
+def load_smart_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_http: bool = False,
+) -> SmartSettings:
+    """Defaults, then ``ICHIS_SMART_*`` variables, then ``overrides``; unknown names are an error.
+
+    ``allow_http`` is the service's development switch (``allow_http_fhir``): without it every
+    trusted FHIR server must be https.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = parse(name, env[key])
+    for name, value in (overrides or {}).items():
+        if name not in _PARSERS:
+            raise ConfigurationError(f"unknown smart setting {name!r}; known: {', '.join(sorted(_PARSERS))}")
+        values[name] = _PARSERS[name](name, value)
+    settings = replace(SmartSettings(), **values)
+    if not settings.client_id:
+        raise ConfigurationError("smart setting client_id: must not be empty")
+    if not settings.cookie_name or not settings.cookie_name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigurationError("smart setting cookie_name: letters, digits, '-' and '_' only")
+    if settings.cookie_name == "ichis_sandbox_ehr":
+        raise ConfigurationError("smart setting cookie_name: the sandbox EHR uses that name already")
+    samesite = settings.cookie_samesite.capitalize()
+    if samesite not in SAME_SITE:
+        raise ConfigurationError(f"smart setting cookie_samesite: one of {', '.join(SAME_SITE)}")
+    if samesite == "None" and settings.cookie_secure is False:
+        raise ConfigurationError(
+            "smart setting cookie_samesite: SameSite=None cookies must be Secure (browsers drop them)"
+        )
+    if not settings.scopes.split():
+        raise ConfigurationError("smart setting scopes: must not be empty")
+    for iss in settings.trusted_iss:
+        _absolute("trusted_iss", iss, allow_http)
+    if settings.redirect_url:
+        _absolute("redirect_url", settings.redirect_url, allow_http)
+    for origin in settings.frame_ancestors:
+        _absolute("frame_ancestors", origin, True)
+    return replace(settings, cookie_samesite=samesite)
+
+
+def frame_ancestors(settings: SmartSettings) -> tuple[str, ...]:
+    """Who may frame the pages: configured origins, else the EHRs' FHIR origins (the same host
+    serves the EHR page and its FHIR endpoint in many EHRs, and in the sandbox)."""
+    configured = settings.frame_ancestors or settings.trusted_iss
+    return tuple(dict.fromkeys(_origin(url) for url in configured))

@@ -1,0 +1,90 @@
+"""The SMART app's settings: defaults, ICHIS_SMART_* variables, the dict, and what is refused."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import pytest
+
+from fhir_mappings.config import ConfigurationError
+from smart_app.settings import (
+    _PARSERS,
+    DEFAULT_SCOPES,
+    SmartSettings,
+    frame_ancestors,
+    load_smart_settings,
+)
+
+
+def test_every_setting_has_a_parser() -> None:
+    """A setting added to the dataclass but not to the parsers could never be set."""
+    assert set(_PARSERS) == {f.name for f in fields(SmartSettings)}
+
+
+def test_the_defaults_ask_for_v2_scopes_and_a_lax_httponly_cookie() -> None:
+    """Without configuration the app asks for the documented scopes and trusts no EHR."""
+    settings = load_smart_settings(environ={})
+    assert settings.client_id == "ichis-smart"
+    assert settings.scopes == DEFAULT_SCOPES
+    assert "patient/Observation.rs" in settings.scopes.split()
+    assert (settings.cookie_name, settings.cookie_samesite) == ("ichis_smart", "Lax")
+    assert settings.trusted_iss == ()
+    assert settings.client_secret == ""
+
+
+def test_environment_variables_are_read_and_the_dict_wins_over_them() -> None:
+    """ICHIS_SMART_<NAME> sets a setting; the dict given to install_smart_app overrides it."""
+    environ = {
+        "ICHIS_SMART_CLIENT_ID": "from-env",
+        "ICHIS_SMART_TRUSTED_ISS": "https://ehr.example/fhir/, https://other.example/r4",
+        "ICHIS_SMART_COOKIE_SECURE": "true",
+        "ICHIS_SMART_TREND_DAYS": "90",
+    }
+    settings = load_smart_settings({"client_id": "from-dict"}, environ)
+    assert settings.client_id == "from-dict"
+    assert settings.trusted_iss == ("https://ehr.example/fhir", "https://other.example/r4")
+    assert settings.cookie_secure is True
+    assert settings.trend_days == 90
+
+
+def test_a_json_list_is_accepted_in_the_environment() -> None:
+    """Lists may be JSON, as the sandbox's settings are."""
+    settings = load_smart_settings(environ={"ICHIS_SMART_TRUSTED_ISS": '["https://ehr.example/fhir"]'})
+    assert settings.trusted_iss == ("https://ehr.example/fhir",)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"no_such_setting": 1}, "unknown smart setting"),
+        ({"cookie_samesite": "sometimes"}, "cookie_samesite"),
+        ({"cookie_samesite": "None", "cookie_secure": False}, "must be Secure"),
+        ({"cookie_name": "ichis_sandbox_ehr"}, "sandbox EHR uses that name"),
+        ({"cookie_name": "a;b"}, "cookie_name"),
+        ({"trusted_iss": ["http://ehr.example/fhir"]}, "plain http"),
+        ({"trusted_iss": ["ehr.example/fhir"]}, "not an absolute"),
+        ({"trend_days": 0}, "must be positive"),
+        ({"scopes": " "}, "must not be empty"),
+    ],
+)
+def test_unusable_settings_stop_the_start_with_the_reason(overrides: dict[str, Any], message: str) -> None:
+    """Each unusable value is a ConfigurationError that names the setting."""
+    with pytest.raises(ConfigurationError, match=message):
+        load_smart_settings(overrides, environ={})
+
+
+def test_plain_http_fhir_servers_are_allowed_only_with_the_development_switch() -> None:
+    """The service's allow_http_fhir lets a development EHR on http be trusted."""
+    settings = load_smart_settings({"trusted_iss": ["http://127.0.0.1:8070/fhir"]}, {}, allow_http=True)
+    assert settings.trusted_iss == ("http://127.0.0.1:8070/fhir",)
+
+
+def test_frame_ancestors_default_to_the_trusted_ehrs_origins() -> None:
+    """Without frame_ancestors the pages may be framed by the hosts of the trusted FHIR servers."""
+    settings = load_smart_settings(
+        {"trusted_iss": ["https://ehr.example/fhir/r4", "https://ehr.example/other"]}, environ={}
+    )
+    assert frame_ancestors(settings) == ("https://ehr.example",)
+    configured = load_smart_settings({"frame_ancestors": ["https://portal.example"]}, environ={})
+    assert frame_ancestors(configured) == ("https://portal.example",)
