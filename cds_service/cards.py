@@ -22,7 +22,14 @@ from fhir_mappings.assessment import Assessment
 from fhir_mappings.medications import CheckpointOrder
 from fhir_mappings.scope import Scope, ScopeAssessment
 from ichis.measurement import Measurement, format_count
-from ichis.reference import CITATION, DERIVATION_POPULATION, NATURE_OF_SCORE, PublishedStratum
+from ichis.reference import (
+    CITATION,
+    DERIVATION_POPULATION,
+    NATURE_OF_SCORE,
+    PublishedStratum,
+    stratum_heading,
+    stratum_outcomes,
+)
 from ichis.score import CUTOFFS, PART_LABELS, Part, Status
 
 #: Namespace for card and suggestion uuids: uuid5(namespace, hookInstance|service|kind) makes the
@@ -79,22 +86,7 @@ def _age(moment: datetime, at: datetime) -> str:
 
 
 def _stratum_line(stratum: PublishedStratum) -> str:
-    line = (
-        f"**Published outcomes for IChIS {stratum.score}** (Kang et al. 2024, Tables 3 and 4; "
-        f"95% CI as published): median progression-free survival {stratum.median_pfs_days.value} days "
-        f"({stratum.median_pfs_days.ci_low}-{stratum.median_pfs_days.ci_high}), median overall survival "
-        f"{stratum.median_os_days.value} days "
-        f"({stratum.median_os_days.ci_low}-{stratum.median_os_days.ci_high})"
-    )
-    if stratum.os_hazard_ratio and stratum.pfs_hazard_ratio:
-        os_hr, pfs_hr = stratum.os_hazard_ratio, stratum.pfs_hazard_ratio
-        line += (
-            f"; hazard ratio vs IChIS 0 for death {os_hr.value} ({os_hr.ci_low}-{os_hr.ci_high}), "
-            f"for progression {pfs_hr.value} ({pfs_hr.ci_low}-{pfs_hr.ci_high})"
-        )
-    else:
-        line += "; the reference stratum of the hazard ratios"
-    return line + "."
+    return f"**{stratum_heading(stratum)}** {stratum_outcomes(stratum)}"
 
 
 def _input_row(part: Part, measurement: Measurement | None, points: int | None, at: datetime) -> str:

@@ -75,6 +75,30 @@ class PublishedStratum:
     label: str
 
 
+def stratum_heading(stratum: PublishedStratum) -> str:
+    return f"Published outcomes for IChIS {stratum.score}"
+
+
+def stratum_outcomes(stratum: PublishedStratum) -> str:
+    """The published numbers of a stratum in one sentence (after its heading), as the card and the
+    app state them."""
+    pfs, os_ = stratum.median_pfs_days, stratum.median_os_days
+    text = (
+        "(Kang et al. 2024, Tables 3 and 4; 95% CI as published): "
+        f"median progression-free survival {pfs.value} days ({pfs.ci_low}-{pfs.ci_high}), "
+        f"median overall survival {os_.value} days ({os_.ci_low}-{os_.ci_high})"
+    )
+    if stratum.os_hazard_ratio and stratum.pfs_hazard_ratio:
+        os_hr, pfs_hr = stratum.os_hazard_ratio, stratum.pfs_hazard_ratio
+        text += (
+            f"; hazard ratio vs IChIS 0 for death {os_hr.value} ({os_hr.ci_low}-{os_hr.ci_high}), "
+            f"for progression {pfs_hr.value} ({pfs_hr.ci_low}-{pfs_hr.ci_high})"
+        )
+    else:
+        text += "; the reference stratum of the hazard ratios"
+    return text + "."
+
+
 def _e(value: str, low: str, high: str) -> Estimate:
     return Estimate(Decimal(value), Decimal(low), Decimal(high))
 

@@ -24,6 +24,8 @@ from ichis.reference import (
     PUBLISHED_STRATA,
     Estimate,
     PublishedStratum,
+    stratum_heading,
+    stratum_outcomes,
 )
 from ichis.score import CUTOFFS, PART_LABELS, Part, Status
 from smart_app.charts import StrataChart, TrendChart, TrendInput, strata_chart, trend_chart
@@ -224,23 +226,8 @@ def _hazard(estimate: Estimate | None) -> str:
 
 
 def stratum_line(stratum: PublishedStratum) -> str:
-    """The card's sentence about a stratum (cds_service/cards.py ``_stratum_line``), as plain text."""
-    line = (
-        f"Published outcomes for IChIS {stratum.score} (Kang et al. 2024, Tables 3 and 4; 95% CI as "
-        f"published): median progression-free survival {stratum.median_pfs_days.value} days "
-        f"({stratum.median_pfs_days.ci_low}-{stratum.median_pfs_days.ci_high}), median overall survival "
-        f"{stratum.median_os_days.value} days "
-        f"({stratum.median_os_days.ci_low}-{stratum.median_os_days.ci_high})"
-    )
-    if stratum.os_hazard_ratio and stratum.pfs_hazard_ratio:
-        os_hr, pfs_hr = stratum.os_hazard_ratio, stratum.pfs_hazard_ratio
-        line += (
-            f"; hazard ratio vs IChIS 0 for death {os_hr.value} ({os_hr.ci_low}-{os_hr.ci_high}), "
-            f"for progression {pfs_hr.value} ({pfs_hr.ci_low}-{pfs_hr.ci_high})"
-        )
-    else:
-        line += "; the reference stratum of the hazard ratios"
-    return line + "."
+    """The card's sentence about a stratum, as plain text (both come from ichis.reference)."""
+    return f"{stratum_heading(stratum)} {stratum_outcomes(stratum)}"
 
 
 def score_view(assessment: Assessment, at_text: str, labs_available: bool) -> ScoreView:
