@@ -6,7 +6,7 @@ so the code lists the engines filter on are the ones the mappers use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -76,9 +76,6 @@ class CohortDefinition:
     @cached_property
     def lab_code_set(self) -> frozenset[Code]:
         return frozenset(self.lab_codes())
-
-    def observation_rule_codes(self, rules: Sequence[EventRule]) -> list[Code]:
-        return sorted({c for rule in rules if rule.resource == "Observation" for c in rule.codes})
 
     def condition_codes(self) -> list[Code]:
         """Condition codes any step reads: histology, diagnosis, and Condition event rules."""

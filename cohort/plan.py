@@ -52,6 +52,7 @@ OBSERVATION: dict[str, Any] = {
     "effectiveInstant": _STR,
     "effectivePeriod": {"start": _STR, "end": _STR},
     "hasMember": [_REFERENCE],
+    "valueCodeableConcept": _CODINGS,
 }
 CONDITION: dict[str, Any] = {"subject": _REFERENCE, "code": _CODINGS}
 ADMINISTRATION: dict[str, Any] = {
@@ -108,6 +109,19 @@ class Dialect:
         if self.name == "spark":
             return f"coalesce(arrays_overlap({self._keys(codings, 'c')}, {keys}), false)"
         return f"coalesce(list_has_any({self._keys(codings, 'c')}, {keys}), false)"
+
+    def coding_keys(self, codings: str) -> str:
+        """The ``system|code`` keys of a CodeableConcept.coding list (computed once, tested often)."""
+        return self._keys(codings, "c")
+
+    def keys_in(self, keys: str, codes: Sequence[Code]) -> str:
+        """True when a list of ``system|code`` keys holds one of ``codes``."""
+        if not codes:
+            return "false"
+        wanted = self._array([f"{system}|{code}" for system, code in codes])
+        if self.name == "spark":
+            return f"coalesce(arrays_overlap({keys}, {wanted}), false)"
+        return f"coalesce(list_has_any({keys}, {wanted}), false)"
 
     def component_codes_in(self, components: str, codes: Sequence[Code]) -> str:
         """True when any component's code has one of ``codes``."""
@@ -228,6 +242,23 @@ ORDER BY patient, source, position
 """  # noqa: S608 - literals are quoted by the dialect; the rest is the plan's own text
 
 
+def _event_rules(definition: CohortDefinition, d: Dialect) -> str:
+    """Observations an event rule may count: its code and, when the rule names values, one of them.
+
+    Python applies the rules again (status, dates); this only has to keep every line they could
+    count. A rule with values drops e.g. the "stable" disease-status Observations, most of them.
+    """
+    terms = []
+    for rule in definition.death_rules + definition.progression_rules:
+        if rule.resource != "Observation":
+            continue
+        term = d.keys_in("o.keys", sorted(rule.codes))
+        if rule.values is not None:
+            term = f"({term} AND {d.codes_in('o.answers', sorted(rule.values))})"
+        terms.append(term)
+    return "(" + " OR ".join(terms) + ")" if terms else "false"
+
+
 def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     """Every cohort patient's Patient line, candidate Observations and Conditions, ordered by patient.
 
@@ -239,7 +270,7 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     ecog_days = definition.ecog_window_days + 1
     cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     lab = definition.lab_codes()
-    events = definition.observation_rule_codes(definition.death_rules + definition.progression_rules)
+    events = _event_rules(definition, d)
     covariates = sorted(definition.pdl1_codes | definition.smoking_codes)
     ecog = sorted(definition.ecog_codes)
     end = d.ident("end")
@@ -249,7 +280,8 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     return f"""
 WITH obs AS (
   SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day,
-         r.code.coding AS codings, r.component AS component, r.hasMember IS NOT NULL AS panel, line
+         {d.coding_keys("r.code.coding")} AS keys, r.component AS component, r.hasMember IS NOT NULL AS panel,
+         r.valueCodeableConcept.coding AS answers, line
   FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
         FROM {view_of("Observation")} WHERE {_nonblank()})
 ),
@@ -264,10 +296,10 @@ patients AS (
 SELECT c.patient, 'Observation' AS kind, o.line
 FROM obs o JOIN cohort_patients c ON o.patient = c.patient
 WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {lookback} AND c.dose_date + 1)
-       AND (o.panel OR {d.codes_in("o.codings", lab)} OR {d.component_codes_in("o.component", lab)}))
-   OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.codes_in("o.codings", ecog)})
-   OR (o.day <= c.dose_date + 1 AND {d.codes_in("o.codings", covariates)})
-   OR (o.day >= c.dose_date - 1 AND o.day <= {cutoff} + 1 AND {d.codes_in("o.codings", events)})
+       AND (o.panel OR {d.keys_in("o.keys", lab)} OR {d.component_codes_in("o.component", lab)}))
+   OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.keys_in("o.keys", ecog)})
+   OR (o.day <= c.dose_date + 1 AND {d.keys_in("o.keys", covariates)})
+   OR (o.day >= c.dose_date - 1 AND o.day <= {cutoff} + 1 AND {events})
 UNION ALL
 SELECT c.patient, 'Condition' AS kind, x.line
 FROM conditions x JOIN cohort_patients c ON x.patient = c.patient

@@ -224,7 +224,17 @@ def _is_void(resource: Resource) -> bool:
 
 
 def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
-    return any(c in wanted for c in _codings(resource.get("code")))
+    """True when a Coding of ``resource.code`` is one of ``wanted`` (``_codings`` without the list:
+    this runs several times for every candidate Observation)."""
+    codeable = resource.get("code")
+    if not isinstance(codeable, dict):
+        return False
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and (system, code) in wanted:
+                return True
+    return False
 
 
 def age_in_years(birth: date, on: date) -> int:
