@@ -7,6 +7,7 @@ keep: a blood count dated "2024-03-01" cannot be placed before or after an order
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -36,6 +37,7 @@ class When:
     zone_assumed: bool = False
 
 
+@functools.lru_cache(maxsize=64)
 def _offset(zone: str) -> tzinfo:
     if zone == "Z":
         return UTC
@@ -50,6 +52,12 @@ def parse_when(text: str, naive_zone: tzinfo) -> When:
     """Parse a FHIR date, dateTime or instant; raise TimeFormatError for anything else."""
     if not isinstance(text, str):
         raise TimeFormatError("a date must be a string")
+    return _parse_when(text, naive_zone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_when(text: str, naive_zone: tzinfo) -> When:
+    """Cached: the results of one blood draw share their timestamp, and When is immutable."""
     m = _DATETIME.match(text.strip())
     if not m:
         raise TimeFormatError(f"'{text}' is not a FHIR dateTime")
