@@ -1,12 +1,12 @@
 """Benchmark of the CDS service as deployed: ``ichis serve`` under gunicorn, driven over loopback.
 
-    .venv/bin/python bench/hooks.py [--fhir URL] [--workers 2] [--seconds 10] [--requests 2000]
+    .venv/bin/python bench/hooks.py [--fhir URL] [--workers 2] [--requests 2000]
 
 Starts HAPI (unless --fhir is given) and ``ichis serve`` with JWT authentication on and every call
 written to the audit spool (delivery is left to a repository elsewhere: on this 2-core machine
-HAPI's indexing of AuditEvents would compete with what is measured), then drives it from separate processes (a Python load generator with
-keep-alive connections; every request carries its own ES384 JWT with a fresh jti, signed before
-the clock starts). Scenarios:
+HAPI's indexing of AuditEvents would compete with what is measured), then drives it from
+separate processes (a Python load generator with keep-alive connections; every request carries
+its own ES384 JWT with a fresh jti, signed before the clock starts). Scenarios:
 
 1. order-select with full prefetch (about 40 Observations), one client at a time;
 2. the same with 32 concurrent clients;
