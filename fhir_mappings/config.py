@@ -26,6 +26,14 @@ class ConfigurationError(ValueError):
 
 KINDS = ("count", "percent", "measure")
 
+#: Other names feeds use for LOINC: its HL7 OID, and the URL with a trailing slash or https.
+SYSTEM_ALIASES = {
+    "urn:oid:2.16.840.1.113883.6.1": "http://loinc.org",
+    "http://loinc.org/": "http://loinc.org",
+    "https://loinc.org": "http://loinc.org",
+    "https://loinc.org/": "http://loinc.org",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class CodeEntry:
@@ -80,7 +88,10 @@ class MappingConfig:
         if not system or not code:
             return None
         index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = self._index
-        return index.get((system, code))
+        found = index.get((system, code))
+        if found is None and system in SYSTEM_ALIASES:
+            found = index.get((SYSTEM_ALIASES[system], code))
+        return found
 
     @property
     def units(self) -> UnitNormaliser:

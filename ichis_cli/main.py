@@ -63,7 +63,7 @@ def parse_at(text: str | None) -> datetime:
 
 def _score(args: argparse.Namespace) -> int:
     from fhir_mappings.assessment import assess, assessment_json
-    from fhir_mappings.bundles import FhirInputError, parse_document
+    from fhir_mappings.bundles import FhirInputError, only_patient, parse_document, patients_of
     from fhir_mappings.config import ConfigurationError, load_mapping_config
 
     at = parse_at(args.at)
@@ -81,6 +81,16 @@ def _score(args: argparse.Namespace) -> int:
         entries = parse_document(text)
     except FhirInputError as error:
         raise CliError(EXIT_INPUT, f"{args.file}: {error}") from None
+    if args.patient:
+        entries = only_patient(entries, args.patient)
+    else:
+        subjects = patients_of(entries)
+        if len(subjects) > 1:
+            # Scoring results of several patients together would mix their blood counts.
+            raise CliError(
+                EXIT_INPUT,
+                f"{args.file} holds results of {len(subjects)} patients; choose one with --patient ID",
+            )
     assessment = assess(entries, at, config)
     json.dump(assessment_json(assessment), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
@@ -163,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("file", help="a FHIR Bundle (JSON) or NDJSON file; - for standard input")
     score.add_argument("--at", help="reference time, ISO 8601 with zone (default: now, UTC)")
     score.add_argument("--config", help="site configuration (TOML)")
+    score.add_argument(
+        "--patient", help="score this patient's resources only (for files of several patients)"
+    )
     score.set_defaults(handler=_score)
     run = commands.add_parser(
         "serve",

@@ -120,3 +120,39 @@ def test_a_bad_configuration_exits_4(tmp_path: Path, config: str, message: str) 
 def test_usage_errors_exit_2() -> None:
     assert ichis("score").returncode == 2
     assert ichis("frobnicate").returncode == 2
+
+
+def _two_patients(tmp_path: Path) -> Path:
+    lines = []
+    for patient, neut in (("p1", "12.0"), ("p2", "4.0")):
+        lines.append(json.dumps({"resourceType": "Patient", "id": patient}))
+        for code, value in (("751-8", neut), ("53115-2", "0.02")):
+            lines.append(json.dumps({
+                "resourceType": "Observation", "id": f"{patient}-{code}", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": f"Patient/{patient}"},
+                "effectiveDateTime": "2024-03-01T08:00:00Z",
+                "valueQuantity": {"value": float(value), "unit": "10*3/uL"},
+            }))  # fmt: skip
+    path = tmp_path / "two.ndjson"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_a_file_of_several_patients_is_refused_unless_one_is_chosen(tmp_path: Path) -> None:
+    """Results of two patients are never scored together."""
+    path = _two_patients(tmp_path)
+    refused = ichis("score", str(path), "--at", "2024-03-02T00:00:00Z")
+    assert refused.returncode == 3
+    assert "holds results of 2 patients; choose one with --patient ID" in refused.stderr
+    first = json.loads(ichis("score", str(path), "--at", "2024-03-02T00:00:00Z", "--patient", "p1").stdout)
+    second = json.loads(
+        ichis("score", str(path), "--at", "2024-03-02T00:00:00Z", "--patient", "Patient/p2").stdout
+    )
+    assert (first["ichis"], second["ichis"]) == (1, 0)
+
+
+def test_loinc_is_recognised_under_its_oid() -> None:
+    from fhir_mappings.config import load_mapping_config
+
+    assert load_mapping_config().lookup("urn:oid:2.16.840.1.113883.6.1", "751-8") is not None
