@@ -137,9 +137,19 @@ def fold(text: str) -> str:
 
 
 def default_aliases() -> dict[str, str]:
-    """The shipped alias table (``data/unit_aliases.toml``)."""
+    """The shipped alias table (``data/unit_aliases.toml``), with each spelling also in capitals.
+
+    The table holds only count-per-volume and percent spellings, so a capitalised spelling cannot
+    mean anything else (feeds that shout write ``K/UL``, ``10E3/UL``, ``/MM3``). Lower-case forms
+    are not added: ``g/L`` would turn grams into giga-cells.
+    """
     raw = resources.files("fhir_mappings").joinpath("data/unit_aliases.toml").read_text("utf-8")
-    return {fold(k): v for k, v in tomllib.loads(raw)["aliases"].items()}
+    aliases = {fold(k): v for k, v in tomllib.loads(raw)["aliases"].items()}
+    for spelling, ucum in list(aliases.items()):
+        aliases.setdefault(spelling.upper(), ucum)
+    for ucum in ("/mm3", "10*3/mm3", "{cells}/uL", "10*6/uL", "10*12/L", "/nL"):
+        aliases.setdefault(ucum.upper(), ucum)
+    return aliases
 
 
 # cells/uL per base-unit count density: 1 uL = 1e-9 m3, so (1/m3) * 1e-9 = 1/uL.

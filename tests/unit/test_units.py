@@ -103,3 +103,24 @@ def test_measures_convert_by_ucum_and_channels_stay_as_sent() -> None:
     assert UNITS.in_unit(Decimal("51.2"), None, None, "ch", "ch") == Decimal("51.2")
     with pytest.raises(UnitError):
         UNITS.in_unit(Decimal("1"), None, None, "fL", "pg")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "per_uL"),
+    [
+        ("10E3/UL", "90"),
+        ("K/MM3", "90"),
+        ("/MM3", "0.09"),
+        ("THOU/UL", "90"),
+        ("CELLS/UL", "0.09"),
+        ("X10^3/UL", "90"),
+    ],
+)
+def test_capitalised_spellings_of_known_units_are_read(spelling: str, per_uL: str) -> None:
+    assert UNITS.to_per_uL(Decimal("0.09"), None, None, spelling) == Decimal(per_uL)
+
+
+def test_lower_case_is_not_folded_into_a_count() -> None:
+    """g/l is grams per litre: no alias turns it into G/L."""
+    with pytest.raises(UnitError, match="not a count per volume"):
+        UNITS.to_per_uL(Decimal(1), None, None, "g/l")
