@@ -125,10 +125,12 @@ def _client(args: tuple[str, int, str, bytes, str, int, int, str]) -> list[float
     """One load-generator process: ``threads`` keep-alive connections, ``count`` requests each."""
     host, port, path, body, key_pem, threads, count, audience = args
     private = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the benchmark signs with an EC key")
     now = int(time.time())
     tokens = [
         jwt.encode({"iss": ISS, "aud": audience, "iat": now, "exp": now + 3600, "jti": str(uuid.uuid4())},
-                   private, algorithm="ES384", headers={"kid": KID, "typ": "JWT"})  # type: ignore[arg-type]
+                   private, algorithm="ES384", headers={"kid": KID, "typ": "JWT"})
         for _ in range(threads * count)
     ]  # fmt: skip
     bodies = [body.replace(PLACEHOLDER.encode(), str(uuid.uuid4()).encode()) for _ in range(threads * count)]

@@ -127,11 +127,6 @@ class AuditSpool:
             )
             self._count(db, "failures")
 
-    def retry_rejected(self) -> int:
-        """Put rejected records back in the queue (after the operator fixed the repository)."""
-        with self._connect() as db:
-            return db.execute("UPDATE spool SET rejected = 0, next_attempt = 0 WHERE rejected = 1").rowcount
-
     @staticmethod
     def _count(db: sqlite3.Connection, name: str) -> None:
         db.execute(

@@ -215,22 +215,15 @@ def hook_audit_event(facts: HookAuditFacts) -> dict[str, Any]:
     )
     # Orders are drafts and Observations live on the EHR's server, which need not be the audit
     # repository: both are recorded by identifier (their absolute URL), not by a local reference.
-    for order in facts.orders:
+    inputs = [(o, "4", "triggering order") for o in facts.orders]
+    inputs += [(o, "3", "input of the score") for o in facts.observations]
+    for reference, role, description in inputs:
         entities.append(
             _entity(
-                identifier=_absolute(order, facts.fhir_base),
+                identifier=_absolute(reference, facts.fhir_base),
                 entity_type="2",
-                role="4",
-                description="triggering order",
-            )
-        )
-    for observation in facts.observations:
-        entities.append(
-            _entity(
-                identifier=_absolute(observation, facts.fhir_base),
-                entity_type="2",
-                role="3",
-                description="input of the score",
+                role=role,
+                description=description,
             )
         )
     for query in facts.queries:

@@ -296,12 +296,3 @@ def _missing(
     if any(r.concept in concepts for r in later + straddling):
         return f"no {name} before the reference time within {days} days (only results after it)"
     return f"no {name} in the last {days} days; {_FIX} would fix this"
-
-
-def describe_value(measurement: Measurement) -> str:
-    """``0.09 10*3/uL (90/uL)``: the value as sent, then normalised."""
-    src = measurement.source
-    prefix = measurement.comparator.value if measurement.comparator else ""
-    if measurement.derived:
-        return f"{measurement.shown()} (derived)"
-    return f"{prefix}{src.value_as_sent} {src.unit_as_sent} ({measurement.shown()})".replace("  ", " ")

@@ -91,8 +91,3 @@ def _parse_when(text: str, naive_zone: tzinfo) -> When:
 def utc(moment: datetime) -> datetime:
     """The same instant in UTC, for display and for stable sample labels."""
     return moment.astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 with offset, seconds precision unless the instant has a fraction."""
-    return moment.isoformat()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from fhir_mappings.config import CodeEntry, Concept, MappingConfig
@@ -422,12 +422,3 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
             f"day and were read in the site's zone ({config.naive_time_zone})."
         )
     return Extraction(tuple(reader.readings), tuple(reader.problems), tuple(notes))
-
-
-def parse_decimal_text(text: str) -> Decimal | None:
-    """A decimal from configuration or CLI text; None if it is not one."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None

@@ -107,9 +107,11 @@ def _env_int(name: str, default: int) -> int:
         raise CliError(EXIT_USAGE, f"{name}='{raw}' is not a whole number") from None
 
 
-def _prepare_metrics_dir(config_file: str | None) -> None:
+def _prepare_metrics_dir() -> None:
     """Prometheus multiprocess mode: every gunicorn worker writes its samples to one directory,
-    set before the metrics are created, emptied at each start (old workers' files are stale)."""
+    set before the metrics are created, emptied at each start (old workers' files are stale).
+    It must be known before ``cds_service`` is imported, so it comes from the environment:
+    PROMETHEUS_MULTIPROC_DIR, else ICHIS_DATA_DIR/metrics, else var/metrics."""
     directory = Path(os.environ.get("ICHIS_DATA_DIR", "var")) / "metrics"
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -117,11 +119,10 @@ def _prepare_metrics_dir(config_file: str | None) -> None:
     for stale in directory.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    del config_file
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _prepare_metrics_dir(args.config)
+    _prepare_metrics_dir()
     from cds_service import create_app
     from cds_service.server import serve
     from fhir_mappings.config import ConfigurationError

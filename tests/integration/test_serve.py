@@ -21,6 +21,17 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parent.parent.parent
 
 
+def wait_until_up(base: str, log: Path, attempts: int = 150) -> None:
+    """Poll /healthz until ``ichis serve`` answers; fail with its log otherwise."""
+    for _ in range(attempts):
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    pytest.fail("ichis serve did not answer: " + log.read_text())
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -38,14 +49,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/cds-services", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("ichis serve did not answer: " + (tmp_path / "serve.log").read_text())
+        wait_until_up(base, tmp_path / "serve.log")
         yield base
     finally:
         process.terminate()
@@ -105,12 +109,7 @@ def test_the_container_entry_point_runs_outside_docker_against_hapi(demo_fhir: s
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_until_up(base, tmp_path / "serve.log")
         ready = requests.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert f"audit FHIR server {demo_fhir}" in ready.json()["ok"]
