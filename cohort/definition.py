@@ -77,6 +77,12 @@ class CohortDefinition:
     def lab_code_set(self) -> frozenset[Code]:
         return frozenset(self.lab_codes())
 
+    @property
+    def lab_window_days(self) -> tuple[int, int]:
+        """Days before and after the first dose's date whose lab results are read: the look-back plus
+        one day each side, so that no time zone can move a usable result out of the window."""
+        return self.mapping.lookback.days + 1, 1
+
     def condition_codes(self) -> list[Code]:
         """Condition codes any step reads: histology, diagnosis, and Condition event rules."""
         rules = self.death_rules + self.progression_rules

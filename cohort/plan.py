@@ -53,6 +53,7 @@ OBSERVATION: dict[str, Any] = {
     "effectivePeriod": {"start": _STR, "end": _STR},
     "hasMember": [_REFERENCE],
     "valueCodeableConcept": _CODINGS,
+    "valueDateTime": _STR,
 }
 CONDITION: dict[str, Any] = {"subject": _REFERENCE, "code": _CODINGS}
 ADMINISTRATION: dict[str, Any] = {
@@ -247,6 +248,7 @@ def _event_rules(definition: CohortDefinition, d: Dialect) -> str:
 
     Python applies the rules again (status, dates); this only has to keep every line they could
     count. A rule with values drops e.g. the "stable" disease-status Observations, most of them.
+    Events before the first dose are kept too: a death dated before it is named in the row's notes.
     """
     terms = []
     for rule in definition.death_rules + definition.progression_rules:
@@ -266,7 +268,7 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     rules are applied in Python. Rows: patient, resource type, line.
     """
     d = dialect
-    lookback = definition.mapping.lookback.days + 1
+    before, after = definition.lab_window_days
     ecog_days = definition.ecog_window_days + 1
     cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     lab = definition.lab_codes()
@@ -274,12 +276,17 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     covariates = sorted(definition.pdl1_codes | definition.smoking_codes)
     ecog = sorted(definition.ecog_codes)
     end = d.ident("end")
-    effective = (
-        f"coalesce(r.effectiveDateTime, r.effectiveInstant, r.effectivePeriod.start, r.effectivePeriod.{end})"
-    )
+    # An Observation's day is the first of its times that reads as a date (records.window_day).
+    # An event is dated by its value when that is a dateTime (a registry's date of death entered
+    # later), else by its time, as records._event_days does. Each date is parsed on its own, so a
+    # malformed first one never hides a usable later one: a superset of what Python reads.
+    times = ("effectiveDateTime", "effectiveInstant", "effectivePeriod.start", f"effectivePeriod.{end}")
+    day = ", ".join(_date(f"r.{path}") for path in times)
+    event_day = ", ".join(_date(f"r.{path}") for path in ("valueDateTime", *times[:3]))
     return f"""
 WITH obs AS (
-  SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day,
+  SELECT {_patient("r.subject.reference")} AS patient, coalesce({day}) AS day,
+         coalesce({event_day}) AS event_day,
          {d.coding_keys("r.code.coding")} AS keys, r.component AS component, r.hasMember IS NOT NULL AS panel,
          r.valueCodeableConcept.coding AS answers, line
   FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
@@ -295,11 +302,11 @@ patients AS (
 )
 SELECT c.patient, 'Observation' AS kind, o.line
 FROM obs o JOIN cohort_patients c ON o.patient = c.patient
-WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {lookback} AND c.dose_date + 1)
+WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {before} AND c.dose_date + {after})
        AND (o.panel OR {d.keys_in("o.keys", lab)} OR {d.component_codes_in("o.component", lab)}))
    OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.keys_in("o.keys", ecog)})
    OR (o.day <= c.dose_date + 1 AND {d.keys_in("o.keys", covariates)})
-   OR (o.day >= c.dose_date - 1 AND o.day <= {cutoff} + 1 AND {events})
+   OR (o.event_day <= {cutoff} + 1 AND {events})
 UNION ALL
 SELECT c.patient, 'Condition' AS kind, x.line
 FROM conditions x JOIN cohort_patients c ON x.patient = c.patient

@@ -204,6 +204,29 @@ def _observation_day(resource: Resource) -> date | None:
     return _day(resource.get("effectiveDateTime") or resource.get("effectiveInstant") or start)
 
 
+def window_day(resource: Resource) -> date | None:
+    """The day the engines window an Observation by: the first of effectiveDateTime, effectiveInstant,
+    effectivePeriod.start and .end that reads as a date (plan.patient_resources computes the same)."""
+    period = resource.get("effectivePeriod")
+    times = [resource.get("effectiveDateTime"), resource.get("effectiveInstant")]
+    if isinstance(period, Mapping):
+        times += [period.get("start"), period.get("end")]
+    return next((day for day in map(_day, times) if day is not None), None)
+
+
+def _in_lab_window(observation: Resource, dose_day: date, definition: CohortDefinition) -> bool:
+    """True when the engines keep this lab Observation: no readable day, or a day in the lab window.
+
+    Applied again here so that a row never depends on how much an engine kept: the baseline reasons
+    (results after the dose, results too old) then count the same results from any input.
+    """
+    day = window_day(observation)
+    if day is None:
+        return True
+    before, after = definition.lab_window_days
+    return -before <= (day - dose_day).days <= after
+
+
 def _condition_day(resource: Resource) -> date | None:
     period = resource.get("onsetPeriod")
     start = period.get("start") if isinstance(period, Mapping) else None
@@ -404,8 +427,12 @@ def patient_row(
         ici_matched_by=dose.matched_by,
     )
     # Baseline and score: the service's own path, at the first dose. Only Observations the mappers
-    # can read are handed over (as the engine's narrowing does); the rest would be skipped by them.
-    labs = [o for o in observations if _may_be_lab(o, definition.lab_code_set)]
+    # can read, in the lab window, are handed over (as the engine's narrowing does).
+    labs = [
+        o
+        for o in observations
+        if _may_be_lab(o, definition.lab_code_set) and _in_lab_window(o, dose.day, definition)
+    ]
     assessment = assess([(r, None) for r in labs], dose.at, definition.mapping)
     result = assessment.result
     neutrophils = result.parts[Part.NEUTROPHILS]

@@ -1,0 +1,220 @@
+"""The engines only narrow: every row equals the row built from all of the patient's resources.
+
+The SQL plan keeps Observations in windows around the first dose and drops the rest before Python
+sees them. That is safe only if nothing it drops could change a row. These tests build each row
+twice, once from the engine's candidates and once from every resource the patient has (read here
+line by line, which is fine for a test cohort), and require the two to be equal, column for column,
+notes and reasons included.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cohort.definition import CohortDefinition, load_definition
+from cohort.engines import DuckDBEngine, SparkEngine
+from cohort.extract import extract_rows, first_doses
+from cohort.plan import RESOURCE_TYPES, view_of
+from cohort.records import patient_row
+from cohort.sources import discover
+from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm, write_ndjson_gz
+
+REGISTRY = "http://hospital.example/death-registry"
+
+#: A site that also reads deaths from a registry Observation whose value is the date of death.
+SITE = {
+    "cohort": {
+        "death": {"rules": [{"resource": "Observation", "codes": [{"system": REGISTRY, "code": "death"}]}]},
+    }
+}
+
+
+def registry_death(oid: str, patient: str, **when: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": REGISTRY, "code": "death"}]},
+        "subject": {"reference": patient},
+        **when,
+    }
+
+
+def disease_status(oid: str, patient: str, answer: str, **when: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "97509-4"}]},
+        "subject": {"reference": patient},
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": answer}]},
+        **when,
+    }
+
+
+def ecog(oid: str, patient: str, value: int, when: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "89247-1"}]},
+        "subject": {"reference": patient},
+        "effectiveDateTime": when,
+        "valueInteger": value,
+    }
+
+
+def late_records() -> list[dict[str, Any]]:
+    """Patients whose events and covariates sit at the edges of the windows the engines apply."""
+    late, early, edges = "Patient/edge-late", "Patient/edge-early", "Patient/edge-window"
+    return [
+        # Death entered in the registry after the cut-off, dated before it by its value; a second
+        # registry entry without any time of its own.
+        {"resourceType": "Patient", "id": "edge-late", "gender": "male", "birthDate": "1949-01-01"},
+        administration("edge-late-1", late, "2022-05-02T09:00:00+09:00", **rxnorm("1547545")),
+        count("edge-late-n", late, "751-8", "9.1", "10*3/uL", when="2022-04-30T08:00:00+09:00"),
+        count("edge-late-ig", late, "53115-2", "0.05", "10*3/uL", when="2022-04-30T08:00:00+09:00"),
+        registry_death(
+            "edge-late-death",
+            late,
+            effectiveDateTime="2023-09-05T10:00:00+09:00",
+            valueDateTime="2023-08-20",
+        ),
+        registry_death("edge-late-death-2", late, valueDateTime="2023-08-21T03:00:00+09:00"),
+        # A registry death dated before the first dose (a data error the row's notes must name), and
+        # a progression recorded only with a period.
+        {"resourceType": "Patient", "id": "edge-early", "gender": "female", "birthDate": "1960-07-15"},
+        administration("edge-early-1", early, "2022-06-01T09:00:00+09:00", **rxnorm("1547545")),
+        count("edge-early-n", early, "751-8", "10.0", "10*3/uL", when="2022-05-31T08:00:00+09:00"),
+        count("edge-early-ig", early, "53115-2", "0.10", "10*3/uL", when="2022-05-31T08:00:00+09:00"),
+        registry_death("edge-early-death", early, effectiveDateTime="2021-02-03T10:00:00+09:00"),
+        disease_status(
+            "edge-early-pd", early, "271299001", effectivePeriod={"start": "2022-09-01T09:00:00+09:00"}
+        ),
+        # Covariates and labs exactly on and just beyond the edges of their windows, a lab with a
+        # date only, one day after the dose, and a newer sample after the first dose.
+        {"resourceType": "Patient", "id": "edge-window", "gender": "female", "birthDate": "1958-03-02"},
+        administration("edge-window-1", edges, "2022-07-15T09:00:00+09:00", **rxnorm("1547545")),
+        count("edge-window-n", edges, "751-8", "8.0", "10*3/uL", when="2022-07-01T09:30:00+09:00"),
+        count("edge-window-ig", edges, "53115-2", "0.20", "10*3/uL", when="2022-07-01T09:30:00+09:00"),
+        count("edge-window-n-old", edges, "751-8", "12.0", "10*3/uL", when="2022-06-30T09:00:00+09:00"),
+        count("edge-window-n-day", edges, "751-8", "7.0", "10*3/uL", when="2022-07-15"),
+        count("edge-window-n-after", edges, "751-8", "6.0", "10*3/uL", when="2022-07-16T08:00:00+09:00"),
+        ecog("edge-window-ecog-in", edges, 1, "2022-06-15T09:00:00+09:00"),
+        ecog("edge-window-ecog-out", edges, 2, "2022-06-14T09:00:00+09:00"),
+        disease_status("edge-window-sd", edges, "359746009", effectiveDateTime="2022-09-01"),
+        disease_status("edge-window-pd-pre", edges, "271299001", effectiveDateTime="2022-07-15"),
+        disease_status("edge-window-pd", edges, "271299001", effectiveDateTime="2023-08-31T23:00:00-05:00"),
+        {
+            "resourceType": "Condition",
+            "id": "edge-window-dx",
+            "code": {"coding": [{"system": SNOMED, "code": "59367005"}]},
+            "subject": {"reference": edges},
+            "onsetDateTime": "2022-06-01",
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def cohort_with_late_records(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("narrowing")
+    for path in small_cohort.iterdir():
+        (folder / path.name).symlink_to(path)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in late_records():
+        by_type.setdefault(resource["resourceType"], []).append(resource)
+    for kind, resources in by_type.items():
+        write_ndjson_gz(folder / f"late.{kind}.ndjson.gz", resources)
+    return folder
+
+
+def _lines(folder: Path) -> Iterator[tuple[str, str]]:
+    for path in sorted(folder.iterdir()):
+        if not path.name.endswith((".ndjson", ".ndjson.gz")):
+            continue
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            yield from ((path.name, line) for line in handle if line.strip())
+
+
+def every_resource_by_patient(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """All Patient, Observation and Condition lines of the folder, by patient id (no narrowing)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for _, line in _lines(folder):
+        resource = json.loads(line)
+        kind = resource["resourceType"]
+        if kind == "Patient":
+            patient = resource["id"]
+        elif kind in ("Observation", "Condition"):
+            patient = resource["subject"]["reference"].rsplit("/", 1)[-1]
+        else:
+            continue
+        found.setdefault(patient, []).append((kind, line.rstrip("\n")))
+    return found
+
+
+def unnarrowed_rows(
+    engine: DuckDBEngine | SparkEngine, folder: Path, definition: CohortDefinition
+) -> dict[str, dict[str, Any]]:
+    sources = discover([folder])
+    for kind in RESOURCE_TYPES:
+        engine.lines(view_of(kind), sources.files.get(kind, []))
+    everything = every_resource_by_patient(folder)
+    rows = {}
+    for dose in first_doses(engine, definition):
+        row = patient_row(dose, everything.get(dose.patient, []), definition)
+        if row is not None:
+            rows[dose.patient] = row
+    return rows
+
+
+@pytest.fixture
+def site_definition() -> CohortDefinition:
+    return load_definition(SITE, CUTOFF)
+
+
+def test_narrowing_on_duckdb_changes_no_row(
+    cohort_with_late_records: Path, site_definition: CohortDefinition
+) -> None:
+    with DuckDBEngine() as engine:
+        narrowed = {
+            r["patient_id"]: r
+            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
+        }
+    with DuckDBEngine() as engine:
+        reference = unnarrowed_rows(engine, cohort_with_late_records, site_definition)
+    assert set(narrowed) == set(reference)
+    for patient, row in reference.items():
+        assert narrowed[patient] == row, patient
+
+
+def test_narrowing_on_spark_changes_no_row(
+    cohort_with_late_records: Path, site_definition: CohortDefinition, spark: SparkEngine
+) -> None:
+    narrowed = {
+        r["patient_id"]: r for r in extract_rows(spark, discover([cohort_with_late_records]), site_definition)
+    }
+    reference = unnarrowed_rows(spark, cohort_with_late_records, site_definition)
+    assert narrowed == reference
+
+
+def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_cut_off(
+    cohort_with_late_records: Path, site_definition: CohortDefinition
+) -> None:
+    with DuckDBEngine() as engine:
+        rows = {
+            r["patient_id"]: r
+            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
+        }
+    late, early, edges = rows["edge-late"], rows["edge-early"], rows["edge-window"]
+    assert (late["death_date"], late["os_days"], late["os_event"]) == (date(2023, 8, 20), 475, 1)
+    assert "a death dated 2021-02-03 before the first dose was ignored" in (early["notes"] or "")
+    assert (early["progression_date"], early["pfs_event"]) == (date(2022, 9, 1), 1)
+    assert (edges["ecog"], edges["progression_date"]) == (1, date(2023, 8, 31))
