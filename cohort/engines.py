@@ -136,7 +136,12 @@ class SparkEngine:
         if not files:
             self._spark.sql("SELECT CAST(NULL AS STRING) AS line WHERE false").createOrReplaceTempView(view)
             return
-        frame = self._spark.read.text([str(f) for f in files]).withColumnRenamed("value", "line")
+        # Every non-blank line must be JSON: FAILFAST on a one-field schema stops the query on the
+        # first line that is not, as DuckDB does (the plan's own parse is PERMISSIVE, see plan.py).
+        frame = self._spark.read.text([str(f) for f in files]).selectExpr(
+            "CASE WHEN trim(value) = '' OR from_json(value, 'resourceType STRING', "
+            "map('mode', 'FAILFAST')) IS NOT NULL THEN value END AS line"
+        )
         frame.createOrReplaceTempView(view)
 
     def table(self, view: str, rows: Sequence[tuple[str, date]]) -> None:

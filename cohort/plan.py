@@ -89,8 +89,10 @@ class Dialect:
 
     def from_json(self, expr: str, schema: Mapping[str, Any]) -> str:
         if self.name == "spark":
-            # FAILFAST: a malformed line is an error on both engines, never a silent null.
-            return f"from_json({expr}, {self.literal(_ddl(schema))}, map('mode', 'FAILFAST'))"
+            # PERMISSIVE (with Spark's partial results) reads an element of the wrong JSON type as
+            # NULL and keeps the rest, as DuckDB does; a line that is not JSON at all is refused
+            # when the engine reads it (SparkEngine.lines).
+            return f"from_json({expr}, {self.literal(_ddl(schema))}, map('mode', 'PERMISSIVE'))"
         return f"from_json({expr}, {self.literal(json.dumps(_duckdb_structure(schema)))})"
 
     def _keys(self, codings: str, var: str) -> str:

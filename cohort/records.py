@@ -95,12 +95,17 @@ class DoseCandidate:
     medication_line: str | None
 
 
+def _list(value: Any) -> list[Any]:
+    """A JSON array element, or nothing when the line holds another type there."""
+    return value if isinstance(value, list) else []
+
+
 def _codings(codeable: Any) -> list[Code]:
     # Parsed JSON is made of dicts; ``dict`` checks are much cheaper than ``Mapping`` ones here.
     if not isinstance(codeable, dict):
         return []
     found = []
-    for coding in codeable.get("coding") or ():
+    for coding in _list(codeable.get("coding")):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str):
@@ -125,7 +130,7 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
         medication = next(
             (
                 c
-                for c in resource.get("contained") or ()
+                for c in _list(resource.get("contained"))
                 if isinstance(c, Mapping) and f"#{c.get('id')}" == target
             ),
             None,
@@ -133,9 +138,8 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
     found: list[Any] = []
     if isinstance(medication, Mapping):
         found.append(medication.get("code"))
-        found += [
-            i.get("itemCodeableConcept") for i in medication.get("ingredient") or () if isinstance(i, Mapping)
-        ]
+        ingredients = _list(medication.get("ingredient"))
+        found += [i.get("itemCodeableConcept") for i in ingredients if isinstance(i, Mapping)]
     if isinstance(ref.get("display"), str):
         found.append({"text": ref["display"]})
     return found
@@ -237,13 +241,14 @@ def _may_be_lab(observation: Resource, lab_codes: frozenset[Code]) -> bool:
     """A panel, or an Observation with a lab code at its root or in a component."""
     if observation.get("hasMember") or _has_code(observation, lab_codes):
         return True
-    return any(isinstance(c, dict) and _has_code(c, lab_codes) for c in observation.get("component") or ())
+    return any(isinstance(c, dict) and _has_code(c, lab_codes) for c in _list(observation.get("component")))
 
 
 def _is_void(resource: Resource) -> bool:
     if resource.get("resourceType") == "Condition":
         return any(code in _VOID_CONDITION for _, code in _codings(resource.get("verificationStatus")))
-    return resource.get("status") in _VOID_OBSERVATION
+    status = resource.get("status")
+    return isinstance(status, str) and status in _VOID_OBSERVATION
 
 
 def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
@@ -252,7 +257,7 @@ def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
     codeable = resource.get("code")
     if not isinstance(codeable, dict):
         return False
-    for coding in codeable.get("coding") or ():
+    for coding in _list(codeable.get("coding")):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and (system, code) in wanted:
@@ -396,7 +401,7 @@ def _synthetic(resource: Resource | None) -> bool:
         return False
     return any(
         isinstance(t, Mapping) and (t.get("system"), t.get("code")) == codes.SYNTHETIC_TAG
-        for t in meta.get("tag") or ()
+        for t in _list(meta.get("tag"))
     )
 
 

@@ -18,8 +18,15 @@ class FhirInputError(ValueError):
     """Input that is not FHIR JSON we can read; the message is one line for the user."""
 
 
+#: One decoder for every call: ``json.loads`` with ``parse_float`` would build a new one each time.
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def loads(text: str | bytes) -> Any:
     """JSON with every fractional number as a Decimal."""
+    if isinstance(text, str) and not text.startswith("\ufeff"):
+        return _DECODER.decode(text)
+    # Bytes (any UTF encoding) and the byte-order-mark error message: the standard path.
     return json.loads(text, parse_float=Decimal)
 
 

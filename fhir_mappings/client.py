@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from fhir_mappings.bundles import loads
+from fhir_mappings.observations import items_of
 
 FHIR_JSON = "application/fhir+json"
 
@@ -106,7 +107,7 @@ class FhirClient:
 
     def follow_pages(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
         """A searchset with every page's entries, following ``next`` links on this server."""
-        entries = list(bundle.get("entry") or [])
+        entries = list(items_of(bundle, "entry"))
         pages = 1
         current: Mapping[str, Any] = bundle
         while (next_url := next_link(current)) is not None:
@@ -115,7 +116,7 @@ class FhirClient:
             current = self.get(next_url)
             if current.get("resourceType") != "Bundle":
                 raise FhirUnreachable("a paging link returned something that is not a Bundle")
-            entries.extend(current.get("entry") or [])
+            entries.extend(items_of(current, "entry"))
             pages += 1
         merged = {key: value for key, value in bundle.items() if key not in ("entry", "link")}
         merged["entry"] = entries
@@ -130,7 +131,7 @@ class FhirClient:
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
-    for link in bundle.get("link") or ():
+    for link in items_of(bundle, "link"):
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             url: str = link["url"]
             return url

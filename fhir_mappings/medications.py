@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fhir_mappings.observations import Resource, codings, index_resources, reference_of, text_of
+from fhir_mappings.observations import Resource, codings, index_resources, items_of, reference_of, text_of
 
 #: MedicationRequest statuses that are not (or no longer) an order being placed.
 INACTIVE_ORDER_STATUSES = frozenset({"cancelled", "entered-in-error", "stopped", "completed"})
@@ -110,7 +110,7 @@ def _medication_of(order: Resource, index: Mapping[str, Resource]) -> Any:
         medication = next(
             (
                 c
-                for c in order.get("contained") or ()
+                for c in items_of(order, "contained")
                 if isinstance(c, Mapping) and f"#{c.get('id')}" == target
             ),
             None,
@@ -122,7 +122,7 @@ def _medication_of(order: Resource, index: Mapping[str, Resource]) -> Any:
         found.append({"text": ref["display"]})
     if isinstance(medication, Mapping):
         found.insert(0, medication.get("code"))
-        for ingredient in medication.get("ingredient") or ():
+        for ingredient in items_of(medication, "ingredient"):
             if isinstance(ingredient, Mapping):
                 found.append(ingredient.get("itemCodeableConcept"))
     return found

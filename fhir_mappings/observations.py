@@ -99,6 +99,12 @@ def text_of(resource: Resource, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def items_of(resource: Mapping[str, Any], key: str) -> list[Any]:
+    """An array element, or nothing when it is absent or not an array (``"hasMember": 5`` happens)."""
+    value = resource.get(key)
+    return value if isinstance(value, list) else []
+
+
 def reference_of(resource: Resource, full_url: str | None = None) -> str:
     """The literal reference by which others point at a resource (``Observation/123``)."""
     rid = resource.get("id")
@@ -195,7 +201,7 @@ class _Reader:
     ) -> None:
         status = text_of(obs, "status")
         root = match_concept(obs.get("code"), self.config)
-        components = [c for c in obs.get("component") or () if isinstance(c, dict)]
+        components = [c for c in items_of(obs, "component") if isinstance(c, dict)]
         relevant = [(root, obs)] if root else []
         relevant += [(hit, c) for c in components if (hit := match_concept(c.get("code"), self.config))]
         if not relevant:
@@ -395,8 +401,8 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
             panel_when = _effective(panel, config)
         except TimeFormatError:
             panel_when = None
-        contained = {f"#{c.get('id')}": c for c in panel.get("contained") or () if isinstance(c, dict)}
-        for member in panel.get("hasMember") or ():
+        contained = {f"#{c.get('id')}": c for c in items_of(panel, "contained") if isinstance(c, dict)}
+        for member in items_of(panel, "hasMember"):
             ref = member.get("reference") if isinstance(member, dict) else None
             if not isinstance(ref, str):
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ from cohort.errors import CohortInputError
 from cohort.extract import ExtractionSummary, extract_rows
 from cohort.plan import DUCKDB, SPARK, dose_candidates, last_contacts, patient_resources
 from cohort.sources import discover
+from tests.cohort.conftest import administration, count, rxnorm
 
 
 def table(
@@ -99,14 +101,52 @@ def test_edge_cases_take_the_documented_paths(duckdb_rows: list[dict[str, Any]])
     assert (order["pfs_days"], order["pfs_event"], order["os_days"], order["os_event"]) == (113, 1, 113, 1)
 
 
+@pytest.mark.parametrize("kind", ["MedicationAdministration", "Observation"])
 def test_a_line_that_is_not_json_is_a_one_line_input_error(
-    tmp_path: Path, definition: CohortDefinition
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine, kind: str
 ) -> None:
-    """Malformed NDJSON stops the extraction with CohortInputError on both engines alike (DuckDB here)."""
-    good = '{"resourceType":"MedicationAdministration","id":"a","status":"completed"}'
-    (tmp_path / "MedicationAdministration.ndjson").write_text(good + "\n{not json\n", encoding="utf-8")
+    """Malformed NDJSON stops the extraction with CohortInputError on both engines alike."""
+    dose = administration("a", "Patient/p", "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(dose) + "\n", encoding="utf-8")
+    good = json.dumps(count("o", "Patient/p", "751-8", "9.5", "10*3/uL", when="2022-03-01"), default=float)
+    (tmp_path / f"{kind}.1.ndjson").write_text(good + "\n{not json\n", encoding="utf-8")
     with DuckDBEngine() as engine, pytest.raises(CohortInputError):
         table(engine, tmp_path, definition)
+    with pytest.raises(CohortInputError):
+        table(spark, tmp_path, definition)
+
+
+def test_elements_of_the_wrong_json_type_are_read_alike_by_both_engines(
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
+) -> None:
+    """A wrongly typed element is unreadable on its own, not the end of the extraction, on both engines."""
+    patient = "Patient/p"
+    dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    lines = [
+        neutrophils | {"component": "x", "effectivePeriod": 5},
+        count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+        | {"status": ["final"]},
+        {
+            "resourceType": "Observation",
+            "id": "z",
+            "code": "x",
+            "subject": 5,
+            "effectiveDateTime": {},
+            "hasMember": 5,
+        },
+    ]
+    (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(dose) + "\n", encoding="utf-8")
+    (tmp_path / "Observation.ndjson").write_text(
+        "".join(json.dumps(r, default=float) + "\n" for r in lines), encoding="utf-8"
+    )
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis_status"]) for r in rows] == [
+        ("9500", None, "partial")
+    ]
+    assert "has no valid status" in rows[0]["baseline_reasons"]
+    assert table(spark, tmp_path, definition) == rows
 
 
 def test_the_summary_counts_the_cohort(small_cohort: Path, definition: CohortDefinition) -> None:

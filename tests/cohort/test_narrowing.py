@@ -115,7 +115,7 @@ def late_records() -> list[dict[str, Any]]:
         {
             "resourceType": "Condition",
             "id": "edge-window-dx",
-            "code": {"coding": [{"system": SNOMED, "code": "59367005"}]},
+            "code": {"coding": [{"system": SNOMED, "code": "254626006"}]},
             "subject": {"reference": edges},
             "onsetDateTime": "2022-06-01",
         },
