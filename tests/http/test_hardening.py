@@ -198,3 +198,34 @@ def test_a_full_request_cycle_logs_no_token_no_jwt_no_lab_value_and_no_name(
     assert card_lines[0]["iss"] == ISS
     assert card_lines[0]["jti"]
     assert all("request_id" in line for line in lines if line["logger"] == "ichis.http")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"hasMember": 5},
+        {"hasMember": "Observation/x", "contained": 5},
+        {"component": "x"},
+        {"component": [5, None, {"code": 5}]},
+        {"status": ["final"]},
+    ],
+)
+def test_an_observation_with_an_element_of_the_wrong_type_gets_a_card_not_a_500(
+    client: FlaskClient, odd: dict[str, Any]
+) -> None:
+    """Elements of the wrong JSON type make that Observation unreadable, not the whole call."""
+    body = hook_body("ichis-demo-2")
+    labs = body["prefetch"]["labs"]["entry"]
+    panel = dict(labs[0]["resource"], id="odd-panel") | odd
+    labs.append({"fullUrl": "http://ehr.example/fhir/Observation/odd-panel", "resource": panel})
+    response = post_hook(client, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["cards"]
+
+
+def test_an_order_whose_contained_element_is_not_a_list_is_read_without_it(client: FlaskClient) -> None:
+    body = hook_body("ichis-demo-2")
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["contained"] = 5
+    response = post_hook(client, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
