@@ -181,10 +181,14 @@ def _date(expr: str) -> str:
 
 
 def _patient(reference: str) -> str:
-    """``Patient/123`` or ``https://server/fhir/Patient/123`` -> ``123``."""
+    """``Patient/123``, ``https://server/fhir/Patient/123`` or ``Patient/123/_history/2`` -> ``123``.
+
+    The common relative form is cut out without a regular expression (most lines have it).
+    """
     return (
-        f"(CASE WHEN {reference} LIKE 'Patient/%' THEN substr({reference}, 9) "
-        f"ELSE nullif(regexp_extract({reference}, 'Patient/([^/]+)$', 1), '') END)"
+        f"(CASE WHEN {reference} LIKE 'Patient/%' AND instr(substr({reference}, 9), '/') = 0 "
+        f"THEN substr({reference}, 9) "
+        f"ELSE nullif(regexp_extract({reference}, '(^|/)Patient/([^/]+)(/_history/[^/]+)?$', 2), '') END)"
     )
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,14 @@ def late_records() -> list[dict[str, Any]]:
         {"resourceType": "Patient", "id": "edge-window", "gender": "female", "birthDate": "1958-03-02"},
         administration("edge-window-1", edges, "2022-07-15T09:00:00+09:00", **rxnorm("1547545")),
         count("edge-window-n", edges, "751-8", "8.0", "10*3/uL", when="2022-07-01T09:30:00+09:00"),
-        count("edge-window-ig", edges, "53115-2", "0.20", "10*3/uL", when="2022-07-01T09:30:00+09:00"),
+        count(
+            "edge-window-ig",
+            f"{edges}/_history/3",  # a versioned reference
+            "53115-2",
+            "0.20",
+            "10*3/uL",
+            when="2022-07-01T09:30:00+09:00",
+        ),
         count("edge-window-n-old", edges, "751-8", "12.0", "10*3/uL", when="2022-06-30T09:00:00+09:00"),
         count("edge-window-n-day", edges, "751-8", "7.0", "10*3/uL", when="2022-07-15"),
         count("edge-window-n-after", edges, "751-8", "6.0", "10*3/uL", when="2022-07-16T08:00:00+09:00"),
@@ -131,7 +140,11 @@ def cohort_with_late_records(small_cohort: Path, tmp_path_factory: pytest.TempPa
     for resource in late_records():
         by_type.setdefault(resource["resourceType"], []).append(resource)
     for kind, resources in by_type.items():
-        write_ndjson_gz(folder / f"late.{kind}.ndjson.gz", resources)
+        # Lab values as JSON numbers (write_ndjson_gz alone would write Decimals as strings).
+        numbers = json.loads(
+            json.dumps(resources, default=lambda v: float(v) if isinstance(v, Decimal) else v)
+        )
+        write_ndjson_gz(folder / f"late.{kind}.ndjson.gz", numbers)
     return folder
 
 
@@ -153,7 +166,7 @@ def every_resource_by_patient(folder: Path) -> dict[str, list[tuple[str, str]]]:
         if kind == "Patient":
             patient = resource["id"]
         elif kind in ("Observation", "Condition"):
-            patient = resource["subject"]["reference"].rsplit("/", 1)[-1]
+            patient = re.sub(r"/_history/[^/]+$", "", resource["subject"]["reference"]).rsplit("/", 1)[-1]
         else:
             continue
         found.setdefault(patient, []).append((kind, line.rstrip("\n")))
@@ -218,3 +231,5 @@ def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_c
     assert "a death dated 2021-02-03 before the first dose was ignored" in (early["notes"] or "")
     assert (early["progression_date"], early["pfs_event"]) == (date(2022, 9, 1), 1)
     assert (edges["ecog"], edges["progression_date"]) == (1, date(2023, 8, 31))
+    # The IG# is read through a versioned subject reference (Patient/edge-window/_history/3).
+    assert (edges["neutrophils_per_uL"], edges["ig_per_uL"], edges["ichis"]) == ("8000", "200", 1)
