@@ -61,8 +61,6 @@ class CohortDefinition:
     histology: Mapping[Code, str] = field(default_factory=lambda: dict(codes.HISTOLOGY))
     #: Only patients with one of these Condition codes, if any are given.
     diagnosis_codes: frozenset[Code] = frozenset()
-    #: Earliest candidate orders per patient and source handed to the drug table to confirm.
-    dose_candidates: int = 5
 
     def lab_codes(self) -> list[Code]:
         """Every (system, code) the mappers read, from the site's mapping tables."""
@@ -196,5 +194,4 @@ def load_definition(site: Mapping[str, Any] | None, cutoff: date) -> CohortDefin
         diagnosis_codes=_codes(section["diagnosis_codes"], "cohort.diagnosis_codes")
         if "diagnosis_codes" in section
         else frozenset(),
-        dose_candidates=_int(section, "dose_candidates", default.dose_candidates, 1),
     )

@@ -208,7 +208,10 @@ def _drug_pattern(definition: CohortDefinition) -> str:
 
 
 def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
-    """Each patient's earliest few orders and administrations that mention a checkpoint inhibitor.
+    """Each patient's orders and administrations that mention a checkpoint inhibitor, earliest first.
+
+    All of them, not the first few: a premedication whose note names the drug mentions it too, and
+    only Python's drug table can tell the two apart (it stops parsing at the first confirmed day).
 
     Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line.
     """
@@ -235,8 +238,7 @@ orders AS (
         FROM {view_of("MedicationRequest")} WHERE {_nonblank()})
 ),
 candidates AS (
-  SELECT o.patient, o.source, o.t, o.line, m.med_line,
-         row_number() OVER (PARTITION BY o.patient, o.source ORDER BY {_date("o.t")}, o.t) AS position
+  SELECT o.patient, o.source, o.t, o.line, m.med_line, {_date("o.t")} AS day
   FROM orders o LEFT JOIN med m ON o.medref = concat('Medication/', m.id)
   WHERE o.patient IS NOT NULL
     AND coalesce(o.status, '') NOT IN ({void})
@@ -244,8 +246,7 @@ candidates AS (
     AND ({d.matches("lower(o.line)", pattern)} OR m.id IS NOT NULL)
 )
 SELECT patient, source, t, line, med_line FROM candidates
-WHERE position <= {definition.dose_candidates}
-ORDER BY patient, source, position
+ORDER BY patient, source, day, t
 """  # noqa: S608 - literals are quoted by the dialect; the rest is the plan's own text
 
 

@@ -26,7 +26,16 @@ from cohort.extract import extract_rows, first_doses
 from cohort.plan import RESOURCE_TYPES, view_of
 from cohort.records import patient_row
 from cohort.sources import discover
-from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm, write_ndjson_gz
+from tests.cohort.conftest import (
+    CUTOFF,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    administration,
+    count,
+    rxnorm,
+    write_ndjson_gz,
+)
 
 REGISTRY = "http://hospital.example/death-registry"
 
@@ -73,10 +82,28 @@ def ecog(oid: str, patient: str, value: int, when: str) -> dict[str, Any]:
     }
 
 
+def premedication(aid: str, patient: str, when: str) -> dict[str, Any]:
+    """Dexamethasone whose dosage note names the checkpoint inhibitor it is given before."""
+    return administration(
+        aid,
+        patient,
+        when,
+        medicationCodeableConcept={"coding": [{"system": RXNORM, "code": "3264"}], "text": "dexamethasone"},
+        dosage={"text": "IV 30 minutes before pembrolizumab"},
+    )
+
+
 def late_records() -> list[dict[str, Any]]:
     """Patients whose events and covariates sit at the edges of the windows the engines apply."""
     late, early, edges = "Patient/edge-late", "Patient/edge-early", "Patient/edge-window"
+    premed = "Patient/edge-premed"
     return [
+        # Six premedications that mention the drug come before the first real dose.
+        {"resourceType": "Patient", "id": "edge-premed", "gender": "male", "birthDate": "1952-11-30"},
+        *(premedication(f"edge-premed-{i}", premed, f"2022-08-0{i}T08:00:00+09:00") for i in range(1, 7)),
+        premedication("edge-premed-7", premed, "2022-08-08T08:00:00+09:00"),
+        administration("edge-premed-ici", premed, "2022-08-08T09:00:00+09:00", **rxnorm("1547545")),
+        administration("edge-premed-ici-2", premed, "2022-08-29T09:00:00+09:00", **rxnorm("1547545")),
         # Death entered in the registry after the cut-off, dated before it by its value; a second
         # registry entry without any time of its own.
         {"resourceType": "Patient", "id": "edge-late", "gender": "male", "birthDate": "1949-01-01"},
@@ -233,3 +260,19 @@ def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_c
     assert (edges["ecog"], edges["progression_date"]) == (1, date(2023, 8, 31))
     # The IG# is read through a versioned subject reference (Patient/edge-window/_history/3).
     assert (edges["neutrophils_per_uL"], edges["ig_per_uL"], edges["ichis"]) == ("8000", "200", 1)
+
+
+def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
+    cohort_with_late_records: Path, site_definition: CohortDefinition
+) -> None:
+    with DuckDBEngine() as engine:
+        rows = {
+            r["patient_id"]: r
+            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
+        }
+    premed = rows["edge-premed"]
+    assert (premed["first_ici_date"], premed["ici_agent"], premed["ici_source"]) == (
+        date(2022, 8, 8),
+        "pembrolizumab",
+        "MedicationAdministration/edge-premed-ici",
+    )
