@@ -180,16 +180,21 @@ def _date(expr: str) -> str:
     return f"(CASE WHEN length({expr}) >= 10 THEN TRY_CAST(substr({expr}, 1, 10) AS DATE) END)"
 
 
-def _patient(reference: str) -> str:
+def _reference_id(reference: str, resource_type: str) -> str:
     """``Patient/123``, ``https://server/fhir/Patient/123`` or ``Patient/123/_history/2`` -> ``123``.
 
     The common relative form is cut out without a regular expression (most lines have it).
     """
+    prefix = f"{resource_type}/"
+    rest = f"substr({reference}, {len(prefix) + 1})"
     return (
-        f"(CASE WHEN {reference} LIKE 'Patient/%' AND instr(substr({reference}, 9), '/') = 0 "
-        f"THEN substr({reference}, 9) "
-        f"ELSE nullif(regexp_extract({reference}, '(^|/)Patient/([^/]+)(/_history/[^/]+)?$', 2), '') END)"
+        f"(CASE WHEN {reference} LIKE '{prefix}%' AND instr({rest}, '/') = 0 THEN {rest} "
+        f"ELSE nullif(regexp_extract({reference}, '(^|/){prefix}([^/]+)(/_history/[^/]+)?$', 2), '') END)"
     )
+
+
+def _patient(reference: str) -> str:
+    return _reference_id(reference, "Patient")
 
 
 def _nonblank(column: str = "line") -> str:
@@ -239,7 +244,7 @@ orders AS (
 ),
 candidates AS (
   SELECT o.patient, o.source, o.t, o.line, m.med_line, {_date("o.t")} AS day
-  FROM orders o LEFT JOIN med m ON o.medref = concat('Medication/', m.id)
+  FROM orders o LEFT JOIN med m ON {_reference_id("o.medref", "Medication")} = m.id
   WHERE o.patient IS NOT NULL
     AND coalesce(o.status, '') NOT IN ({void})
     AND {_date("o.t")} <= {cutoff}

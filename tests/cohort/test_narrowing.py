@@ -104,6 +104,21 @@ def late_records() -> list[dict[str, Any]]:
         premedication("edge-premed-7", premed, "2022-08-08T08:00:00+09:00"),
         administration("edge-premed-ici", premed, "2022-08-08T09:00:00+09:00", **rxnorm("1547545")),
         administration("edge-premed-ici-2", premed, "2022-08-29T09:00:00+09:00", **rxnorm("1547545")),
+        # The drug only in a Medication referenced by a versioned absolute URL.
+        {
+            "resourceType": "Medication",
+            "id": "edge-med-atezolizumab",
+            "code": {"coding": [{"system": RXNORM, "code": "1792776"}]},
+        },
+        {"resourceType": "Patient", "id": "edge-medref", "gender": "female", "birthDate": "1961-04-01"},
+        administration(
+            "edge-medref-1",
+            "Patient/edge-medref",
+            "2022-09-05T09:00:00+09:00",
+            medicationReference={
+                "reference": "https://fhir.example.org/R4/Medication/edge-med-atezolizumab/_history/2"
+            },
+        ),
         # Death entered in the registry after the cut-off, dated before it by its value; a second
         # registry entry without any time of its own.
         {"resourceType": "Patient", "id": "edge-late", "gender": "male", "birthDate": "1949-01-01"},
@@ -270,9 +285,10 @@ def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
             r["patient_id"]: r
             for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
         }
-    premed = rows["edge-premed"]
+    premed, medref = rows["edge-premed"], rows["edge-medref"]
     assert (premed["first_ici_date"], premed["ici_agent"], premed["ici_source"]) == (
         date(2022, 8, 8),
         "pembrolizumab",
         "MedicationAdministration/edge-premed-ici",
     )
+    assert (medref["first_ici_date"], medref["ici_agent"]) == (date(2022, 9, 5), "atezolizumab")
