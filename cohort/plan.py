@@ -23,6 +23,7 @@ from typing import Any
 
 from cohort.codes import Code
 from cohort.definition import CohortDefinition
+from fhir_mappings.config import SYSTEM_ALIASES
 
 #: Resource types the plan reads, and the name of the view holding each one's lines.
 RESOURCE_TYPES = (
@@ -104,11 +105,15 @@ class Dialect:
         items = ", ".join(self.literal(k) for k in keys)
         return f"array({items})" if self.name == "spark" else f"[{items}]"
 
+    def _wanted(self, codes: Sequence[Code]) -> str:
+        """``codes`` as a list of ``system|code`` keys, under every spelling of their system."""
+        return self._array([f"{system}|{code}" for system, code in spellings(codes)])
+
     def codes_in(self, codings: str, codes: Sequence[Code]) -> str:
         """True when any Coding of a CodeableConcept.coding list is one of ``codes``."""
         if not codes:
             return "false"
-        keys = self._array([f"{system}|{code}" for system, code in codes])
+        keys = self._wanted(codes)
         if self.name == "spark":
             return f"coalesce(arrays_overlap({self._keys(codings, 'c')}, {keys}), false)"
         return f"coalesce(list_has_any({self._keys(codings, 'c')}, {keys}), false)"
@@ -121,7 +126,7 @@ class Dialect:
         """True when a list of ``system|code`` keys holds one of ``codes``."""
         if not codes:
             return "false"
-        wanted = self._array([f"{system}|{code}" for system, code in codes])
+        wanted = self._wanted(codes)
         if self.name == "spark":
             return f"coalesce(arrays_overlap({keys}, {wanted}), false)"
         return f"coalesce(list_has_any({keys}, {wanted}), false)"
@@ -130,7 +135,7 @@ class Dialect:
         """True when any component's code has one of ``codes``."""
         if not codes:
             return "false"
-        keys = self._array([f"{system}|{code}" for system, code in codes])
+        keys = self._wanted(codes)
         if self.name == "spark":
             inner = f"arrays_overlap({self._keys('x.code.coding', 'c')}, {keys})"
             return f"coalesce(exists({components}, x -> coalesce({inner}, false)), false)"
@@ -145,6 +150,19 @@ class Dialect:
         if self.name == "spark":
             return f"({expr} RLIKE {self.literal(pattern)})"
         return f"regexp_matches({expr}, {self.literal(pattern)})"
+
+
+def spellings(codes: Sequence[Code]) -> list[Code]:
+    """``codes`` plus the same codes under the other spellings of their system (LOINC's HL7 OID,
+    https, a trailing slash): the Python step reads those as the canonical system, so the engines
+    must keep them too."""
+    aliases: dict[str, list[str]] = {}
+    for alias, canonical in SYSTEM_ALIASES.items():
+        aliases.setdefault(canonical, []).append(alias)
+    found = dict.fromkeys(codes)
+    for system, code in codes:
+        found.update(dict.fromkeys((alias, code) for alias in aliases.get(system, [])))
+    return list(found)
 
 
 DUCKDB = Dialect("duckdb")

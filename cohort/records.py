@@ -18,6 +18,7 @@ from cohort.codes import Code
 from cohort.definition import CohortDefinition, EventRule
 from fhir_mappings.assessment import assess
 from fhir_mappings.bundles import loads
+from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.observations import Resource, reference_of
 from ichis.measurement import plain
@@ -101,6 +102,7 @@ def _list(value: Any) -> list[Any]:
 
 
 def _codings(codeable: Any) -> list[Code]:
+    """The (system, code) pairs of a CodeableConcept, LOINC under any of its spellings as LOINC."""
     # Parsed JSON is made of dicts; ``dict`` checks are much cheaper than ``Mapping`` ones here.
     if not isinstance(codeable, dict):
         return []
@@ -109,7 +111,7 @@ def _codings(codeable: Any) -> list[Code]:
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str):
-                found.append((system, code))
+                found.append((SYSTEM_ALIASES.get(system, system), code))
     return found
 
 
@@ -260,7 +262,11 @@ def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
     for coding in _list(codeable.get("coding")):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str) and (system, code) in wanted:
+            if (
+                isinstance(system, str)
+                and isinstance(code, str)
+                and (SYSTEM_ALIASES.get(system, system), code) in wanted
+            ):
                 return True
     return False
 

@@ -146,7 +146,9 @@ def late_records() -> list[dict[str, Any]]:
         # date only, one day after the dose, and a newer sample after the first dose.
         {"resourceType": "Patient", "id": "edge-window", "gender": "female", "birthDate": "1958-03-02"},
         administration("edge-window-1", edges, "2022-07-15T09:00:00+09:00", **rxnorm("1547545")),
-        count("edge-window-n", edges, "751-8", "8.0", "10*3/uL", when="2022-07-01T09:30:00+09:00"),
+        # LOINC under other spellings of its system: https with a slash, and the HL7 OID.
+        count("edge-window-n", edges, "751-8", "8.0", "10*3/uL", when="2022-07-01T09:30:00+09:00")
+        | {"code": {"coding": [{"system": "https://loinc.org/", "code": "751-8"}]}},
         count(
             "edge-window-ig",
             f"{edges}/_history/3",  # a versioned reference
@@ -158,7 +160,8 @@ def late_records() -> list[dict[str, Any]]:
         count("edge-window-n-old", edges, "751-8", "12.0", "10*3/uL", when="2022-06-30T09:00:00+09:00"),
         count("edge-window-n-day", edges, "751-8", "7.0", "10*3/uL", when="2022-07-15"),
         count("edge-window-n-after", edges, "751-8", "6.0", "10*3/uL", when="2022-07-16T08:00:00+09:00"),
-        ecog("edge-window-ecog-in", edges, 1, "2022-06-15T09:00:00+09:00"),
+        ecog("edge-window-ecog-in", edges, 1, "2022-06-15T09:00:00+09:00")
+        | {"code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.1", "code": "89247-1"}]}},
         ecog("edge-window-ecog-out", edges, 2, "2022-06-14T09:00:00+09:00"),
         disease_status("edge-window-sd", edges, "359746009", effectiveDateTime="2022-09-01"),
         disease_status("edge-window-pd-pre", edges, "271299001", effectiveDateTime="2022-07-15"),
