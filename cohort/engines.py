@@ -56,6 +56,10 @@ class DuckDBEngine:
         self._con = duckdb.connect(config=config)
         # Our own progress bars report progress; DuckDB's would interleave with them.
         self._con.execute("SET enable_progress_bar = false")
+        # Filter pushdown moves a filter on a parsed field below the projection that parses it,
+        # substituting the expression: every line's JSON was then parsed twice (once to filter,
+        # once to project), a third of the extraction's time. Results are the same without it.
+        self._con.execute("SET disabled_optimizers = 'filter_pushdown'")
         # Sorting the candidate stream may spill; keep it beside other temporary files.
         self._con.execute(
             f"SET temp_directory = {DUCKDB.literal(str(Path(tempfile.gettempdir()) / 'ichis-duckdb'))}"

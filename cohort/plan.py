@@ -142,6 +142,15 @@ class Dialect:
         nested = f"list_transform({components}, lambda x: {self._keys('x.code.coding', 'c')})"
         return f"coalesce(list_has_any(flatten({nested}), {keys}), false)"
 
+    def may_have_code(self, codings: str, codes: Sequence[Code]) -> str:
+        """A cheap superset of "a Coding of the list has one of ``codes``": the code alone, on the
+        first Coding when there is only one (most Observations), so that the exact tests, which
+        build a key per Coding, run on the few rows that pass."""
+        values = self._array(sorted({code for _, code in codes}))
+        if self.name == "spark":
+            return f"coalesce(exists({codings}, c -> array_contains({values}, c.code)), false)"
+        return f"coalesce(len({codings}) > 1 OR list_contains({values}, {codings}[1].code), false)"
+
     def ident(self, name: str) -> str:
         """A quoted identifier (FHIR element names such as ``end`` are SQL keywords)."""
         return f"`{name}`" if self.name == "spark" else f'"{name}"'
@@ -305,6 +314,13 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     events = _event_rules(definition, d)
     covariates = sorted(definition.pdl1_codes | definition.smoking_codes)
     ecog = sorted(definition.ecog_codes)
+    rules = definition.death_rules + definition.progression_rules
+    wanted = [
+        *lab,
+        *ecog,
+        *covariates,
+        *(c for rule in rules if rule.resource == "Observation" for c in rule.codes),
+    ]
     end = d.ident("end")
     # An Observation's day is the first of its times that reads as a date (records.window_day).
     # An event is dated by its value when that is a dateTime (a registry's date of death entered
@@ -321,6 +337,7 @@ WITH obs AS (
          r.valueCodeableConcept.coding AS answers, line
   FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
         FROM {view_of("Observation")} WHERE {_nonblank()})
+  WHERE r.hasMember IS NOT NULL OR r.component IS NOT NULL OR {d.may_have_code("r.code.coding", wanted)}
 ),
 conditions AS (
   SELECT {_patient("r.subject.reference")} AS patient, r.code.coding AS codings, line
