@@ -17,7 +17,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from cohort.bulk import DEFAULT_SCOPE, BackendAuth, BulkClient
 from cohort.definition import load_definition
 from cohort.engines import open_engine
 from cohort.errors import CohortConfigError, CohortError, CohortUsageError
@@ -73,6 +72,9 @@ def _formats(text: str) -> list[str]:
 
 
 def _auth(args: argparse.Namespace) -> Any:
+    # The Bulk Data client (requests, PyJWT, cryptography) loads only when a server is asked for.
+    from cohort.bulk import DEFAULT_SCOPE, BackendAuth  # noqa: PLC0415
+
     if not args.client_id:
         if args.private_key:
             raise CohortUsageError("--private-key needs --client-id (SMART Backend Services)")
@@ -102,6 +104,8 @@ def _extract(args: argparse.Namespace) -> int:
         if inputs:
             raise CohortUsageError("give either NDJSON inputs or --fhir-server, not both")
         folder = Path(args.download_dir) if args.download_dir else out / "ndjson"
+        from cohort.bulk import BulkClient  # noqa: PLC0415 - as in _auth
+
         client = BulkClient(args.fhir_server, auth=_auth(args), max_wait=args.max_wait)
         downloaded = _progress("$export download", None, "B")
         client.export(folder, group=args.group, on_status=lambda s: None, on_bytes=downloaded)

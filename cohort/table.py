@@ -7,15 +7,18 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from cohort.errors import CohortInputError
 from cohort.records import COLUMNS
+
+if TYPE_CHECKING:
+    # pandas (a third of a second to import) is only needed to read a table, and pyarrow loads it then.
+    import pandas as pd
 
 _BATCH = 5000
 
