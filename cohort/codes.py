@@ -75,3 +75,11 @@ PROGRESSION_VALUES: tuple[Code, ...] = ((SNOMED, "271299001"),)
 
 #: Resources of synthetic data carry this tag (HL7 v3 ActReason HTEST "test health data").
 SYNTHETIC_TAG: Code = ("http://terminology.hl7.org/CodeSystem/v3-ActReason", "HTEST")
+
+#: Administrations and orders that never happened: MedicationAdministration.status not-done and
+#: entered-in-error; MedicationRequest.status cancelled, entered-in-error and draft (never signed).
+#: https://hl7.org/fhir/R4/valueset-medication-admin-status.html, valueset-medicationrequest-status.html
+VOID_DOSE_STATUSES: tuple[str, ...] = ("entered-in-error", "not-done", "cancelled", "draft")
+#: MedicationRequest.intent values that are not orders (a proposal, a plan, an option of a set).
+#: https://hl7.org/fhir/R4/valueset-medicationrequest-intent.html
+NOT_ORDER_INTENTS: tuple[str, ...] = ("proposal", "plan", "option")

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cohort import codes
 from cohort.codes import Code
 from cohort.definition import CohortDefinition
 from fhir_mappings.config import SYSTEM_ALIASES
@@ -67,13 +68,11 @@ ADMINISTRATION: dict[str, Any] = {
 REQUEST: dict[str, Any] = {
     "subject": _REFERENCE,
     "status": _STR,
+    "intent": _STR,
     "authoredOn": _STR,
     "medicationReference": _REFERENCE,
 }
 MEDICATION: dict[str, Any] = {"id": _STR}
-
-#: Administrations and orders that never happened (MedicationAdministration and MedicationRequest status).
-VOID_STATUSES = ("entered-in-error", "not-done", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -150,6 +149,10 @@ class Dialect:
         if self.name == "spark":
             return f"coalesce(exists({codings}, c -> array_contains({values}, c.code)), false)"
         return f"coalesce(len({codings}) > 1 OR list_contains({values}, {codings}[1].code), false)"
+
+    @property
+    def string_type(self) -> str:
+        return "STRING" if self.name == "spark" else "VARCHAR"
 
     def ident(self, name: str) -> str:
         """A quoted identifier (FHIR element names such as ``end`` are SQL keywords)."""
@@ -249,7 +252,8 @@ def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
     """
     d = dialect
     pattern = _drug_pattern(definition)
-    void = ", ".join(d.literal(s) for s in VOID_STATUSES)
+    void = ", ".join(d.literal(s) for s in codes.VOID_DOSE_STATUSES)
+    not_orders = ", ".join(d.literal(s) for s in codes.NOT_ORDER_INTENTS)
     cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     return f"""
 WITH med AS (
@@ -260,12 +264,13 @@ WITH med AS (
 orders AS (
   SELECT {_patient("r.subject.reference")} AS patient, 'MedicationAdministration' AS source,
          coalesce(r.effectiveDateTime, r.effectivePeriod.start) AS t, r.status AS status,
-         r.medicationReference.reference AS medref, line
+         CAST(NULL AS {d.string_type}) AS intent, r.medicationReference.reference AS medref, line
   FROM (SELECT {d.from_json("line", ADMINISTRATION)} AS r, line
         FROM {view_of("MedicationAdministration")} WHERE {_nonblank()})
   UNION ALL
   SELECT {_patient("r.subject.reference")} AS patient, 'MedicationRequest' AS source,
-         r.authoredOn AS t, r.status AS status, r.medicationReference.reference AS medref, line
+         r.authoredOn AS t, r.status AS status, r.intent AS intent,
+         r.medicationReference.reference AS medref, line
   FROM (SELECT {d.from_json("line", REQUEST)} AS r, line
         FROM {view_of("MedicationRequest")} WHERE {_nonblank()})
 ),
@@ -274,6 +279,7 @@ candidates AS (
   FROM orders o LEFT JOIN med m ON {_reference_id("o.medref", "Medication")} = m.id
   WHERE o.patient IS NOT NULL
     AND coalesce(o.status, '') NOT IN ({void})
+    AND coalesce(o.intent, '') NOT IN ({not_orders})
     AND {_date("o.t")} <= {cutoff}
     AND ({d.matches("lower(o.line)", pattern)} OR m.id IS NOT NULL)
 )

@@ -147,10 +147,18 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
     return found
 
 
+def _may_be_dose(resource: Resource) -> bool:
+    """Not an administration or order that never happened, and not a request that is no order."""
+    status, intent = resource.get("status"), resource.get("intent")
+    if isinstance(status, str) and status in codes.VOID_DOSE_STATUSES:
+        return False
+    return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
+
+
 def _confirm(patient: str, candidate: DoseCandidate, definition: CohortDefinition) -> FirstDose | None:
     """The candidate as a checkpoint-inhibitor dose if the drug table recognises its drug."""
     resource = loads(candidate.line)
-    if not isinstance(resource, dict) or not candidate.time:
+    if not isinstance(resource, dict) or not candidate.time or not _may_be_dose(resource):
         return None
     medication = loads(candidate.medication_line) if candidate.medication_line else None
     hit = None

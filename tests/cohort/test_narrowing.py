@@ -104,6 +104,26 @@ def late_records() -> list[dict[str, Any]]:
         premedication("edge-premed-7", premed, "2022-08-08T08:00:00+09:00"),
         administration("edge-premed-ici", premed, "2022-08-08T09:00:00+09:00", **rxnorm("1547545")),
         administration("edge-premed-ici-2", premed, "2022-08-29T09:00:00+09:00", **rxnorm("1547545")),
+        # Only orders: a treatment plan made weeks before the signed order.
+        {"resourceType": "Patient", "id": "edge-plan", "gender": "male", "birthDate": "1957-05-05"},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "edge-plan-1",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/edge-plan"},
+            "authoredOn": "2022-09-01T09:00:00+09:00",
+            **rxnorm("1547545"),
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": "edge-plan-2",
+            "status": "completed",
+            "intent": "order",
+            "subject": {"reference": "Patient/edge-plan"},
+            "authoredOn": "2022-09-20T09:00:00+09:00",
+            **rxnorm("1547545"),
+        },
         # The drug only in a Medication referenced by a versioned absolute URL.
         {
             "resourceType": "Medication",
@@ -295,3 +315,4 @@ def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
         "MedicationAdministration/edge-premed-ici",
     )
     assert (medref["first_ici_date"], medref["ici_agent"]) == (date(2022, 9, 5), "atezolizumab")
+    assert rows["edge-plan"]["ici_source"] == "MedicationRequest/edge-plan-2"

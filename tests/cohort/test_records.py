@@ -138,6 +138,33 @@ def test_the_first_dose_is_the_earliest_confirmed_administration(definition: Coh
     ) == ("MedicationAdministration/a1", "pembrolizumab", "RxNorm 1547545")
 
 
+def test_plans_proposals_drafts_and_withdrawn_orders_are_not_a_first_dose(
+    definition: CohortDefinition,
+) -> None:
+    """Without an administration the first signed order counts; a treatment plan made earlier does not."""
+
+    def request(rid: str, authored: str, **fields: str) -> dict[str, Any]:
+        body = {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order"}
+        return body | {"authoredOn": authored, **rxnorm("1547545")} | fields
+
+    found = first_dose(
+        "p1",
+        [
+            candidate(r)
+            for r in (
+                request("plan", "2021-12-01T09:00:00+09:00", intent="plan"),
+                request("proposal", "2021-12-02T09:00:00+09:00", intent="proposal"),
+                request("draft", "2021-12-03T09:00:00+09:00", status="draft"),
+                request("withdrawn", "2021-12-04T09:00:00+09:00", status="entered-in-error"),
+                request("signed", "2022-01-10T09:00:00+09:00"),
+            )
+        ],
+        definition,
+    )
+    assert found is not None
+    assert found.reference == "MedicationRequest/signed"
+
+
 def test_a_referenced_medication_names_the_drug(definition: CohortDefinition) -> None:
     """medicationReference to a Medication resource is resolved through the engine's join."""
     medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "Opdivo 240 mg"}}
