@@ -93,7 +93,10 @@ class Dialect:
             # NULL and keeps the rest, as DuckDB does; a line that is not JSON at all is refused
             # when the engine reads it (SparkEngine.lines).
             return f"from_json({expr}, {self.literal(_ddl(schema))}, map('mode', 'PERMISSIVE'))"
-        return f"from_json({expr}, {self.literal(json.dumps(_duckdb_structure(schema)))})"
+        # Blank lines are filtered out, but the optimiser may place that filter after the parse
+        # (filter pull-up): a blank line must not reach the parser, which refuses it.
+        structure = self.literal(json.dumps(_duckdb_structure(schema)))
+        return f"from_json(CASE WHEN {_nonblank(expr)} THEN {expr} END, {structure})"
 
     def _keys(self, codings: str, var: str) -> str:
         if self.name == "spark":
@@ -228,7 +231,12 @@ def _patient(reference: str) -> str:
 
 
 def _nonblank(column: str = "line") -> str:
-    return f"{column} IS NOT NULL AND {column} <> ''"
+    """A line that holds something: not empty and not only whitespace (an NDJSON file may end in
+    blank lines). Nearly every line starts with '{', which settles it without trimming a copy."""
+    # JSON whitespace is space, tab, CR and LF (RFC 8259, section 2); translate() drops them.
+    spaces = " \t\r\n"
+    blank = f"translate({column}, '{spaces}', '') = ''"
+    return f"{column} IS NOT NULL AND (substr({column}, 1, 1) = '{{' OR NOT {blank})"
 
 
 def _drug_pattern(definition: CohortDefinition) -> str:

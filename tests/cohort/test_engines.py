@@ -155,3 +155,28 @@ def test_the_summary_counts_the_cohort(small_cohort: Path, definition: CohortDef
     with DuckDBEngine() as engine:
         rows = list(extract_rows(engine, discover([small_cohort]), definition, summary))
     assert (summary.cohort_patients, len(rows), summary.synthetic_rows) == (62, 62, 60)
+
+
+def test_windows_line_ends_and_blank_lines_are_read_alike_by_both_engines(
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
+) -> None:
+    """CRLF line ends, empty lines and lines of spaces between resources change nothing."""
+    patient = "Patient/p"
+    dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    ig = count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    (tmp_path / "MedicationAdministration.ndjson").write_bytes(
+        (json.dumps(dose) + "\r\n\r\n").encode("utf-8")
+    )
+    (tmp_path / "Observation.ndjson").write_bytes(
+        (
+            json.dumps(neutrophils, default=float)
+            + "\r\n   \r\n\t\r\n"
+            + json.dumps(ig, default=float)
+            + "\r\n\r\n"
+        ).encode("utf-8")
+    )
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis"]) for r in rows] == [("9500", "90", 2)]
+    assert table(spark, tmp_path, definition) == rows
