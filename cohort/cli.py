@@ -26,6 +26,8 @@ from cohort.synth import SYNTHETIC_NOTICE, SynthOptions, write_cohort
 from cohort.table import read_table, write_rows
 
 EXIT_OK = 0
+EXIT_OTHER = 1
+EXIT_INTERRUPTED = 130
 
 
 def _say(text: str) -> None:
@@ -253,3 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CohortError as error:
         sys.stderr.write(f"ichis cohort: {error}\n")
         return error.exit_code
+    except OSError as error:
+        # An output folder that cannot be made or written (read errors of the input are CohortErrors).
+        where = f"{error.filename}: " if error.filename else ""
+        sys.stderr.write(f"ichis cohort: cannot write {where}{error.strerror or error}\n")
+        return EXIT_OTHER
+    except KeyboardInterrupt:
+        sys.stderr.write("ichis cohort: interrupted\n")
+        return EXIT_INTERRUPTED

@@ -135,3 +135,22 @@ def test_a_bad_cohort_setting_is_named_in_the_error(
         ]
     )
     assert (code, capsys.readouterr().err.split(":")[1].strip()) == (4, "cohort.follow_up")
+
+
+@pytest.mark.parametrize("command", ["synth", "extract", "analyze"])
+def test_an_output_folder_that_cannot_be_made_is_one_line_with_exit_code_1(
+    command: str, pipeline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    out = str(blocker / "out")
+    args = {
+        "synth": ["synth", "--out", out, "-n", "3"],
+        "extract": ["extract", str(pipeline / "ndjson"), "--cutoff", "2023-08-31", "--out", out],
+        "analyze": ["analyze", str(pipeline / "table"), "--out", out],
+    }[command]
+    code = main(["cohort", *args])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"ichis cohort: cannot write {blocker / 'out'}: ")
+    assert "Traceback" not in err
