@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter  # type: ignore[import-untyped]
+from lifelines.exceptions import ConvergenceError  # type: ignore[import-untyped]
 from lifelines.statistics import (  # type: ignore[import-untyped]
     logrank_test,
     multivariate_logrank_test,
@@ -211,12 +212,31 @@ def _design(frame: pd.DataFrame, variables: Sequence[str]) -> pd.DataFrame:
 
 
 def cox(frame: pd.DataFrame, variables: Sequence[str], *, ph_test: bool = True) -> CoxModel | None:
-    """A Cox model of the given categorical variables (None when no term is estimable)."""
+    """A Cox model of the given categorical variables (None when it cannot be estimated)."""
+    return try_cox(frame, variables, ph_test=ph_test)[0]
+
+
+def try_cox(
+    frame: pd.DataFrame, variables: Sequence[str], *, ph_test: bool = True
+) -> tuple[CoxModel | None, str | None]:
+    """A Cox model of the given categorical variables, or None and why it cannot be estimated.
+
+    Small or unbalanced cohorts are normal at a single site (a stratum without events, a covariate
+    recorded for a few patients, levels that coincide): the rest of the report still stands.
+    """
     design = _design(frame, variables)
     terms = [c for c in design.columns if c not in ("duration", "event")]
-    if not terms or design["event"].sum() == 0:
-        return None
-    return fit_cox(design, "duration", "event", terms, variables=variables, ph_test=ph_test)
+    if len(design) == 0:
+        return None, f"no patient has all of {', '.join(variables)} recorded"
+    if not terms:
+        return None, "every patient with the covariates recorded falls in the same group of each"
+    if design["event"].sum() == 0:
+        return None, "no events among the patients with the covariates recorded"
+    try:
+        return fit_cox(design, "duration", "event", terms, variables=variables, ph_test=ph_test), None
+    except (ConvergenceError, np.linalg.LinAlgError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, f"the model did not converge ({first[:200]})"
 
 
 def fit_cox(
@@ -320,7 +340,7 @@ class SurvivalAnalysis:
             self.logrank_[variable.name] = logrank(data, variable.name)
             self.univariate_[variable.name] = cox(data, [variable.name], ph_test=False)
         self.pairwise_ = self._pairwise(data)
-        self.multivariate_ = cox(data, self.multivariate)
+        self.multivariate_, self.multivariate_problem_ = try_cox(data, self.multivariate)
         return self
 
     @staticmethod

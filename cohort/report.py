@@ -92,6 +92,7 @@ def analyze(
                 "title": tables[f"table{number}_{endpoint}"].title.split(": ")[0].split(". ", 1)[1],
                 "tables": list(tables.values()),
                 "model": analysis.multivariate_,
+                "model_problem": analysis.multivariate_problem_,
                 "png": base64.b64encode(png_bytes).decode("ascii"),
             }
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cohort.analysis import ENDPOINTS, VARIABLES, SurvivalAnalysis
+from cohort.analysis import ENDPOINTS, VARIABLES, HazardRatio, SurvivalAnalysis
 from ichis.reference import PUBLISHED_STRATA, Estimate
 
 CI_METHOD = (
@@ -99,6 +99,15 @@ def _published(estimate: Estimate | None) -> str:
     return f"{estimate.value} ({estimate.ci_low}-{estimate.ci_high})" if estimate else "1 (reference)"
 
 
+def _stratum_hr(term: HazardRatio | None, *, first: bool, model: bool) -> str:
+    """The stratum's HR; the first stratum is the model's reference; without a model, none."""
+    if term is not None:
+        return hr_text(term.hr, term.ci_low, term.ci_high)
+    if first:
+        return "1 (reference)" if model else ""
+    return "not estimable"
+
+
 def strata_table(analysis: SurvivalAnalysis) -> Table:
     """IChIS strata here next to the paper's (medians with CIs by the paper's SPSS method)."""
     model = analysis.multivariate_
@@ -116,7 +125,7 @@ def strata_table(analysis: SurvivalAnalysis) -> Table:
                 str(group.events),
                 group.median.text(),
                 _published(median),
-                hr_text(term.hr, term.ci_low, term.ci_high) if term else "1 (reference)",
+                _stratum_hr(term, first=group is analysis.groups_["ichis"][0], model=model is not None),
                 _published(hr),
             )
         )

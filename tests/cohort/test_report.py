@@ -96,3 +96,40 @@ def test_the_report_states_the_ci_method(report: Path) -> None:
     html = (report / "report" / "report.html").read_text(encoding="utf-8")
     assert 'conf.type="log-log"' in html.replace("&#34;", '"')
     assert "SPSS" in html
+
+
+def small_site_table(report: Path, folder: Path, keep: int, **columns: str) -> Path:
+    """The report's cohort table cut to its first ``keep`` rows with some columns overwritten."""
+    with (report / "table" / "cohort.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    folder.mkdir()
+    with (folder / "cohort.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row | columns for row in rows[:keep])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("keep", "columns", "why"),
+    [
+        (400, {"pdl1_tps": "", "pdl1_category": ""}, "no patient has all of pdl1, agent, ichis recorded"),
+        (400, {"pfs_event": "0", "os_event": "0"}, "no events among the patients"),
+        (3, {}, "the model did not converge"),
+    ],
+)
+def test_a_model_that_cannot_be_estimated_is_named_and_the_rest_of_the_report_stands(
+    report: Path, tmp_path: Path, keep: int, columns: dict[str, str], why: str
+) -> None:
+    """A single site's cohort may be small or lack a covariate: no HRs, a stated reason, exit 0."""
+    from tests.cohort.test_cli import ichis
+
+    table = small_site_table(report, tmp_path / "table", keep, **columns)
+    done = ichis("analyze", str(table), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert f"No multivariate model: {why}" in html
+    with (tmp_path / "report" / "strata_pfs.csv").open(encoding="utf-8") as handle:
+        hrs = [row["HR (95% CI) vs 0"] for row in csv.DictReader(handle)]
+    assert hrs
+    assert "1 (reference)" not in hrs
