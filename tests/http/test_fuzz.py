@@ -53,6 +53,29 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClien
 
 
 VALID = hook_body("ichis-demo-2")
+# The demo patient has no panel, component or contained resource: add one of each, so that the
+# mutations reach every shape the mappers read (a panel's hasMember once gave a 500).
+_LABS = VALID["prefetch"]["labs"]["entry"]
+_FIRST = _LABS[0]["resource"]
+_LABS.append(
+    {
+        "fullUrl": "http://ehr.example/fhir/Observation/fuzz-panel",
+        "resource": {
+            "resourceType": "Observation",
+            "id": "fuzz-panel",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+            "subject": _FIRST["subject"],
+            "effectiveDateTime": _FIRST.get("effectiveDateTime"),
+            "hasMember": [{"reference": f"Observation/{_FIRST['id']}"}, {"reference": "#ig"}],
+            "contained": [dict(_FIRST, id="ig")],
+            "component": [{"code": _FIRST["code"], "valueQuantity": _FIRST.get("valueQuantity")}],
+        },
+    }
+)
+VALID["context"]["draftOrders"]["entry"][0]["resource"]["contained"] = [
+    {"resourceType": "Medication", "id": "m", "code": {"text": "Keytruda"}, "ingredient": [{"strength": {}}]}
+]
 PATHS: list[tuple[str | int, ...]] = []
 
 
