@@ -10,6 +10,8 @@ a JWT client assertion signed with the client's private key is exchanged for an 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -129,8 +132,15 @@ class BulkClient:
 
     def _send(self, method: str, url: str, *, authorize: bool = True, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
-        if authorize and (token := self.access_token()):
-            headers["Authorization"] = f"Bearer {token}"
+        if authorize and self.auth is not None:
+            # Status and file URLs come from the server's answers; the token it granted goes back
+            # to that server only (a manifest may point anywhere).
+            if _origin(url) != _origin(self.base_url):
+                raise CohortServerError(
+                    f"{method} {url}: not sending the access token to another server than {self.base_url}"
+                )
+            if token := self.access_token():
+                headers["Authorization"] = f"Bearer {token}"
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
         except requests.RequestException as error:
@@ -191,9 +201,13 @@ class BulkClient:
         authorize = bool(manifest.get("requiresAccessToken", False))
         errors = manifest.get("error") or []
         for number, item in enumerate(manifest["output"]):
-            kind, url = item.get("type"), item.get("url")
+            kind, url = (item.get("type"), item.get("url")) if isinstance(item, dict) else (None, None)
             if not isinstance(kind, str) or not isinstance(url, str):
                 raise CohortServerError(f"manifest output {number} lacks type or url")
+            # The type names the file: a resource type name only, never a path.
+            if not _RESOURCE_TYPE.fullmatch(kind):
+                problem = f"has a type that is no resource type: {kind[:80]!r}"
+                raise CohortServerError(f"manifest output {number} {problem}")
             path = folder / f"{kind}.{number:03d}.ndjson"
             response = self._send(
                 "GET", url, authorize=authorize, headers={"Accept": "application/fhir+ndjson"}, stream=True
@@ -205,7 +219,7 @@ class BulkClient:
                         progress(len(chunk))
             paths.append(path)
         if errors:
-            (folder / "export-errors.json").write_text(str(errors), encoding="utf-8")
+            (folder / "export-errors.json").write_text(json.dumps(errors, indent=2), encoding="utf-8")
         return paths
 
     def delete(self, status_url: str) -> None:
@@ -257,6 +271,20 @@ def _json(response: requests.Response) -> dict[str, Any]:
     return body
 
 
+#: A FHIR resource type name (https://hl7.org/fhir/R4/resourcelist.html): letters only.
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = -1  # an unreadable port matches no server
+    return scheme, (parts.hostname or "").lower(), port
+
+
 def _outcome(response: requests.Response) -> str:
     """The first diagnostics of an OperationOutcome body, for the one-line error."""
     try:
@@ -264,7 +292,8 @@ def _outcome(response: requests.Response) -> str:
     except ValueError:
         return ""
     if isinstance(body, dict):
-        for issue in body.get("issue") or ():
+        issues = body.get("issue")
+        for issue in issues if isinstance(issues, list) else ():
             if isinstance(issue, dict) and isinstance(issue.get("diagnostics"), str):
                 return f": {issue['diagnostics'][:300]}"
         if isinstance(body.get("error_description"), str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import UTC, date, datetime
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cohort.bulk import ASSERTION_TYPE, BackendAuth, BulkClient, client_assertion, retry_after
 from cohort.definition import load_definition
 from cohort.engines import DuckDBEngine
-from cohort.errors import CohortConfigError
+from cohort.errors import CohortConfigError, CohortServerError
 from cohort.extract import extract_rows
 from cohort.sources import discover
 from cohort.synth import SynthOptions, write_cohort
@@ -201,3 +202,75 @@ def test_export_from_hapi_gives_the_same_table_as_the_ndjson_folder(hapi_url: st
         ]
     assert local == remote
     assert all(0.5 <= w <= 120 for w in waits)
+
+
+class ManifestServer(requests.adapters.BaseAdapter):
+    """A Bulk Data server that answers one manifest and serves files, in-process.
+
+    HAPI writes well-formed manifests; a misbehaving server cannot be run here, so this adapter stands
+    in for one. It records every request with its Authorization header.
+    """
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.seen: list[tuple[str, str | None]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.seen.append((str(request.url), request.headers.get("Authorization")))
+        response = requests.Response()
+        response.status_code = 200
+        response.url = str(request.url)
+        response.raw = io.BytesIO(b'{"resourceType":"Patient","id":"p"}\n')
+        if str(request.url).endswith("/status"):
+            response.raw = io.BytesIO(json.dumps(self.manifest).encode())
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def manifest_client(manifest: dict[str, Any]) -> tuple[BulkClient, ManifestServer]:
+    key = rsa.generate_private_key(65537, 2048)
+    server = ManifestServer(manifest)
+    session = requests.Session()
+    session.mount("https://auth.example.org", TokenEndpoint(key.public_key()))
+    session.mount("https://fhir.example.org", server)
+    session.mount("https://elsewhere.example.net", server)
+    auth = BackendAuth("c", pem(key), "k", token_url=TOKEN_URL)
+    return BulkClient("https://fhir.example.org/r4", auth, session), server
+
+
+@pytest.mark.parametrize("kind", ["../../outside", "Patient/../x", "", "patient.ndjson"])
+def test_a_manifest_type_that_is_not_a_resource_type_never_names_a_file(kind: str, tmp_path: Path) -> None:
+    client, _ = manifest_client({})
+    manifest = {"output": [{"type": kind, "url": "https://fhir.example.org/r4/files/1"}]}
+    with pytest.raises(CohortServerError, match=r"no resource type|lacks type"):
+        client.download(manifest, tmp_path / "export")
+    assert list(tmp_path.rglob("*.ndjson")) == []
+
+
+def test_the_access_token_is_never_sent_to_another_server(tmp_path: Path) -> None:
+    """A file on another host with requiresAccessToken is refused before any request reaches it."""
+    manifest = {
+        "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": "https://elsewhere.example.net/files/1"}],
+    }
+    client, server = manifest_client(manifest)
+    with pytest.raises(CohortServerError, match="not sending the access token to another server"):
+        client.download(manifest, tmp_path / "export")
+    assert server.seen == []
+
+
+def test_files_on_the_fhir_server_are_fetched_with_the_token_and_errors_kept_as_json(tmp_path: Path) -> None:
+    errors = [{"type": "OperationOutcome", "url": "https://fhir.example.org/r4/files/err"}]
+    manifest = {
+        "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": "https://fhir.example.org/r4/files/1"}],
+        "error": errors,
+    }
+    client, server = manifest_client(manifest)
+    (path,) = client.download(manifest, tmp_path / "export")
+    assert path.name == "Patient.000.ndjson"
+    assert server.seen == [("https://fhir.example.org/r4/files/1", "Bearer t-1")]
+    assert json.loads((tmp_path / "export" / "export-errors.json").read_text(encoding="utf-8")) == errors
