@@ -202,7 +202,8 @@ def banner(record: PatientRecord, patient_id: str) -> Banner:
     name = None
     if isinstance(names, list) and names and isinstance(names[0], Mapping):
         first = names[0]
-        given = " ".join(g for g in first.get("given") or () if isinstance(g, str))
+        givens = first.get("given")
+        given = " ".join(g for g in givens if isinstance(g, str)) if isinstance(givens, list) else ""
         family = first.get("family") if isinstance(first.get("family"), str) else ""
         name = first.get("text") if isinstance(first.get("text"), str) else f"{given} {family}".strip()
     identifiers = patient.get("identifier")
