@@ -34,13 +34,18 @@ def test_ucum_codes_normalise_exactly(value: str, unit: str, per_uL: str) -> Non
 
 @pytest.mark.parametrize(
     "spelling",
-    ["K/uL", "x10E3/uL", "10^3/uL", "x10^3/uL", "K/µL", "K/μL", "×10³/µL", "10*3/UL", "thou/uL", "10E3/uL"],
+    [
+        *("K/uL", "x10E3/uL", "10^3/uL", "x10^3/uL", "K/µL", "K/μL", "×10³/µL", "10*3/UL", "thou/uL"),
+        *("10E3/uL", "10e3/uL", "10^3/mm^3", "x10³/mm³"),
+    ],
 )
 def test_non_ucum_thousands_per_microlitre_spellings_come_from_the_alias_table(spelling: str) -> None:
     assert UNITS.to_per_uL(Decimal("0.09"), None, None, spelling) == Decimal("90")
 
 
-@pytest.mark.parametrize("spelling", ["G/L", "Gpt/L", "x10E9/L", "x10^9/L", "10^9/L", "x10⁹/L"])
+@pytest.mark.parametrize(
+    "spelling", ["G/L", "Gpt/L", "x10E9/L", "x10^9/L", "10^9/L", "x10⁹/L", "10e9/L", "x10e9/L"]
+)
 def test_giga_per_litre_spellings_are_thousands_per_microlitre(spelling: str) -> None:
     assert UNITS.to_per_uL(Decimal("9.0"), None, None, spelling) == Decimal("9000")
 
