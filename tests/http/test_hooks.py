@@ -252,6 +252,21 @@ def test_an_operation_outcome_in_prefetch_is_fetched_again_or_412(client: FlaskC
     assert "labs" in response.get_json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize(("severity", "status"), [("error", 412), ("fatal", 412), ("warning", 200)])
+def test_a_prefetched_bundle_that_carries_an_error_is_not_taken_as_complete(
+    client: FlaskClient, severity: str, status: int
+) -> None:
+    """A searchset with an error OperationOutcome (search mode "outcome") may be partial: the
+    service fetches the key itself, here 412 without a fhirServer; a warning leaves it whole."""
+    prefetch = prefetch_for("ichis-demo-2")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": severity, "code": "incomplete"}]}
+    prefetch["labs"]["entry"].append({"resource": outcome, "search": {"mode": "outcome"}})
+    response = post_hook(client, hook_body(prefetch=prefetch))
+    assert response.status_code == status
+    if status == 412:
+        assert "labs" in response.get_json()["issue"][0]["diagnostics"]
+
+
 def test_a_paginated_prefetch_without_fhir_server_is_412(client: FlaskClient) -> None:
     prefetch = prefetch_for("ichis-demo-2")
     prefetch["labs"]["link"] = [{"relation": "next", "url": "http://ehr.example/fhir?page=2"}]
