@@ -15,7 +15,7 @@ from typing import Any
 from cohort import codes
 from cohort.codes import Code
 from cohort.errors import CohortConfigError
-from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping_config
+from fhir_mappings.config import SYSTEM_ALIASES, ConfigurationError, MappingConfig, load_mapping_config
 from fhir_mappings.medications import DrugTable
 
 FOLLOW_UP = ("cutoff", "last-contact")
@@ -68,7 +68,7 @@ class CohortDefinition:
         for concept in self.mapping.concepts.values():
             for entry in concept.codes:
                 systems = (entry.system,) if entry.system else self.mapping.research_code_systems
-                found.update((system, entry.code) for system in systems)
+                found.update((SYSTEM_ALIASES.get(system, system), entry.code) for system in systems)
         return sorted(found)
 
     @cached_property
@@ -112,7 +112,9 @@ def _codes(raw: Any, where: str) -> frozenset[Code]:
             raise CohortConfigError(f"{where}: each entry needs 'system' and 'code' strings")
         if not isinstance(item.get("system"), str):
             raise CohortConfigError(f"{where}: code '{item['code']}' needs a 'system'")
-        found.add((item["system"], item["code"]))
+        # LOINC under another spelling is LOINC: the row builder reads data systems canonically.
+        system: str = item["system"]
+        found.add((SYSTEM_ALIASES.get(system, system), item["code"]))
     return frozenset(found)
 
 

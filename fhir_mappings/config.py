@@ -79,7 +79,8 @@ class MappingConfig:
             for entry in concept.codes:
                 systems = (entry.system,) if entry.system else self.research_code_systems
                 for system in systems:
-                    index[(system, entry.code)] = (concept, entry)
+                    # A site may write LOINC under another spelling; data are looked up canonically.
+                    index[(SYSTEM_ALIASES.get(system, system), entry.code)] = (concept, entry)
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_units", UnitNormaliser(self.unit_aliases))
 
@@ -88,10 +89,7 @@ class MappingConfig:
         if not system or not code:
             return None
         index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = self._index
-        found = index.get((system, code))
-        if found is None and system in SYSTEM_ALIASES:
-            found = index.get((SYSTEM_ALIASES[system], code))
-        return found
+        return index.get((SYSTEM_ALIASES.get(system, system), code))
 
     @property
     def units(self) -> UnitNormaliser:

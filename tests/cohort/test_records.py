@@ -320,3 +320,20 @@ def test_a_diagnosis_filter_leaves_out_patients_without_the_diagnosis() -> None:
     """With cohort.diagnosis_codes set, a patient without such a Condition has no row."""
     site = {"cohort": {"diagnosis_codes": [{"system": SNOMED, "code": "254637007"}]}}
     assert patient_row(dose(), blood("4.0", "0.02"), load_definition(site, CUTOFF)) is None
+
+
+def test_covariate_codes_configured_under_the_loinc_oid_match_data_coded_http_loinc() -> None:
+    """A site may write LOINC as its OID in [cohort]; results coded http://loinc.org still count."""
+    oid = "urn:oid:2.16.840.1.113883.6.1"
+    site = {"cohort": {"ecog_codes": [{"system": oid, "code": "89247-1"}]}}
+    ecog = {
+        "resourceType": "Observation",
+        "id": "e",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "89247-1"}]},
+        "effectiveDateTime": "2022-02-28",
+        "valueInteger": 1,
+    }
+    row = patient_row(dose(), [("Observation", dumps(ecog))], load_definition(site, CUTOFF))
+    assert row is not None
+    assert row["ecog"] == 1

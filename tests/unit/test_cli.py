@@ -156,3 +156,21 @@ def test_loinc_is_recognised_under_its_oid() -> None:
     from fhir_mappings.config import load_mapping_config
 
     assert load_mapping_config().lookup("urn:oid:2.16.840.1.113883.6.1", "751-8") is not None
+
+
+def test_a_site_code_written_under_another_loinc_spelling_matches_data_in_any_spelling() -> None:
+    """A site that lists LOINC as its OID matches results coded http://loinc.org, and the reverse."""
+    from fhir_mappings.config import load_mapping_config
+
+    site = {
+        "lab_codes": {
+            "immature_granulocytes": {
+                "codes": [{"system": "urn:oid:2.16.840.1.113883.6.1", "code": "99999-9"}]
+            }
+        }
+    }
+    config = load_mapping_config(site)
+    for system in ("http://loinc.org", "urn:oid:2.16.840.1.113883.6.1", "https://loinc.org/"):
+        found = config.lookup(system, "99999-9")
+        assert found is not None, system
+        assert found[0].name == "immature_granulocytes"
