@@ -274,3 +274,21 @@ def test_files_on_the_fhir_server_are_fetched_with_the_token_and_errors_kept_as_
     assert path.name == "Patient.000.ndjson"
     assert server.seen == [("https://fhir.example.org/r4/files/1", "Bearer t-1")]
     assert json.loads((tmp_path / "export" / "export-errors.json").read_text(encoding="utf-8")) == errors
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://elsewhere.example.net\\@fhir.example.org/r4/files/1",  # urllib3 sends this to elsewhere
+        "https://user:secret@fhir.example.org/r4/files/1",
+        "https://fhir.example.org/r4/files/1 https://elsewhere.example.net/",
+        "http://fhir.example.org/r4/files/1",  # same host, another scheme
+        "https://fhir.example.org:8443/r4/files/1",
+    ],
+)
+def test_a_file_url_that_only_looks_like_the_fhir_server_gets_no_token(url: str, tmp_path: Path) -> None:
+    manifest = {"requiresAccessToken": True, "output": [{"type": "Patient", "url": url}]}
+    client, server = manifest_client(manifest)
+    with pytest.raises(CohortServerError, match="not sending the access token"):
+        client.download(manifest, tmp_path / "export")
+    assert server.seen == []
