@@ -23,11 +23,10 @@ from typing import Any
 
 import jwt
 import requests
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from cohort.errors import CohortConfigError, CohortServerError
 from cohort.plan import RESOURCE_TYPES
+from fhir_mappings.client import same_origin
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART v2 scopes to read what the extraction reads.
@@ -136,8 +135,7 @@ class BulkClient:
         if authorize and self.auth is not None:
             # Status and file URLs come from the server's answers; the token it granted goes back
             # to that server only (a manifest may point anywhere).
-            origin = _origin(url)
-            if origin is None or origin != _origin(self.base_url):
+            if not same_origin(url, self.base_url):
                 raise CohortServerError(
                     f"{method} {url}: not sending the access token to another server than {self.base_url}"
                 )
@@ -273,29 +271,8 @@ def _json(response: requests.Response) -> dict[str, Any]:
     return body
 
 
-_UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
-
 #: A FHIR resource type name (https://hl7.org/fhir/R4/resourcelist.html): letters only.
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    """Scheme, host and port of the request ``requests`` would really send to ``url``, or None.
-
-    Parsed from the prepared URL, not the text: a standard parser and urllib3 disagree about
-    ``https://evil.example\\@fhir.example/`` (urlsplit sees fhir.example, the request goes to
-    evil.example). URLs with a backslash, whitespace, control characters or credentials are refused.
-    """
-    if _UNSAFE_URL.search(url):
-        return None
-    try:
-        parsed = parse_url(requests.Request("GET", url).prepare().url or "")
-    except (requests.RequestException, LocationParseError, ValueError):
-        return None
-    if parsed.auth or not parsed.host or not parsed.scheme:
-        return None
-    scheme = parsed.scheme.lower()
-    return scheme, parsed.host.lower(), parsed.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _outcome(response: requests.Response) -> str:

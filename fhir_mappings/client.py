@@ -7,6 +7,7 @@ paging links that point elsewhere are refused, not followed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
-from fhir_mappings.bundles import loads
+from fhir_mappings.bundles import FhirInputError, loads
 from fhir_mappings.observations import items_of
 
 FHIR_JSON = "application/fhir+json"
@@ -45,17 +48,33 @@ class FhirRefused(FhirClientError):
     """The server refused the token or the query (401, 403, other 4xx)."""
 
 
+_UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def request_origin(url: str) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of the request ``requests`` would really send to ``url``, or None.
+
+    Parsed from the prepared URL as urllib3 reads it, not from the text: the standard parser and
+    urllib3 disagree about ``https://evil.example\\@fhir.example/`` (urlsplit sees fhir.example,
+    the request goes to evil.example). URLs with a backslash, whitespace, control characters or
+    credentials have no origin a token may go to.
+    """
+    if _UNSAFE_URL.search(url):
+        return None
+    try:
+        parsed = parse_url(requests.Request("GET", url).prepare().url or "")
+    except (requests.RequestException, LocationParseError, ValueError):
+        return None
+    if parsed.auth or not parsed.host or not parsed.scheme:
+        return None
+    scheme = parsed.scheme.lower()
+    return scheme, parsed.host.lower(), parsed.port or {"http": 80, "https": 443}.get(scheme)
+
+
 def same_origin(a: str, b: str) -> bool:
-    sa, sb = urlsplit(a), urlsplit(b)
-    return (sa.scheme, sa.hostname, sa.port or _default_port(sa.scheme)) == (
-        sb.scheme,
-        sb.hostname,
-        sb.port or _default_port(sb.scheme),
-    )
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
+    """True when requests to ``a`` and ``b`` go to the same server (and neither URL is unsafe)."""
+    origin = request_origin(a)
+    return origin is not None and origin == request_origin(b)
 
 
 @dataclass
@@ -107,7 +126,7 @@ class FhirClient:
 
     def follow_pages(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
         """A searchset with every page's entries, following ``next`` links on this server."""
-        entries = list(items_of(bundle, "entry"))
+        entries = list(_entries(bundle))
         pages = 1
         current: Mapping[str, Any] = bundle
         while (next_url := next_link(current)) is not None:
@@ -116,7 +135,7 @@ class FhirClient:
             current = self.get(next_url)
             if current.get("resourceType") != "Bundle":
                 raise FhirUnreachable("a paging link returned something that is not a Bundle")
-            entries.extend(items_of(current, "entry"))
+            entries.extend(_entries(current))
             pages += 1
         merged = {key: value for key, value in bundle.items() if key not in ("entry", "link")}
         merged["entry"] = entries
@@ -128,6 +147,13 @@ class FhirClient:
         if body.get("resourceType") == "Bundle":
             return self.follow_pages(body)
         return dict(body)
+
+
+def _entries(bundle: Mapping[str, Any]) -> list[Any]:
+    """A page's entries; a page whose ``entry`` is not an array is malformed, not empty."""
+    if "entry" in bundle and not isinstance(bundle["entry"], list):
+        raise FhirInputError("Bundle.entry is not an array")
+    return items_of(bundle, "entry")
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
