@@ -77,10 +77,13 @@ class DuckDBEngine:
         # so a larger bound costs memory on every read. (The CSV reader with a delimiter no JSON line
         # contains keeps the text too, but read a 2.5 M-Observation export about 15% slower.)
         # Paths are quoted as SQL literals; view names are the plan's constants.
+        # The reader strips whitespace around each value, so an object starts with '{'; any other
+        # JSON value (null, a number, an array) is no resource, and both engines refuse it.
         self._con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT json::VARCHAR AS line "  # noqa: S608
-            f"FROM read_json_objects({paths}, format = 'newline_delimited', "
-            "maximum_object_size = 33554432, compression = 'auto_detect')"
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT CASE WHEN substr(text, 1, 1) = '{{' "  # noqa: S608
+            f"THEN text ELSE error('{NOT_AN_OBJECT}') END AS line "
+            f"FROM (SELECT json::VARCHAR AS text FROM read_json_objects({paths}, "
+            "format = 'newline_delimited', maximum_object_size = 33554432, compression = 'auto_detect'))"
         )
 
     def table(self, view: str, rows: Sequence[tuple[str, date]]) -> None:
@@ -143,8 +146,9 @@ class SparkEngine:
             return
         # Every non-blank line must be JSON: FAILFAST on a one-field schema stops the query on the
         # first line that is not, as DuckDB does (the plan's own parse is PERMISSIVE, see plan.py).
+        # Blank means JSON whitespace only (space, tab, CR, LF), as on DuckDB (plan._nonblank).
         frame = self._spark.read.text([str(f) for f in files]).selectExpr(
-            "CASE WHEN trim(value) = '' OR from_json(value, 'resourceType STRING', "
+            "CASE WHEN translate(value, ' \t\r\n', '') = '' OR from_json(value, 'resourceType STRING', "
             "map('mode', 'FAILFAST')) IS NOT NULL THEN value END AS line"
         )
         frame.createOrReplaceTempView(view)
@@ -173,8 +177,15 @@ class SparkEngine:
         self.close()
 
 
+#: The error both engines raise for a line that holds JSON but no object.
+NOT_AN_OBJECT = "an input line holds JSON that is not an object (a FHIR resource)"
+
+
 def _input_error(message: str) -> CohortError:
-    first = next((line.strip() for line in message.splitlines() if line.strip()), "query failed")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    # Spark's first line names a Py4J call; the parser's own words come further down.
+    first = next((line for line in lines if "malformed" in line.lower() or NOT_AN_OBJECT in line), None)
+    first = first or (lines[0] if lines else "query failed")
     lowered = message.lower()
     if "malformed" in lowered or "json" in lowered:
         return CohortInputError(f"an input line is not valid FHIR JSON: {first[:300]}")

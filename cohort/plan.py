@@ -207,10 +207,13 @@ def _duckdb_structure(node: Any) -> Any:
 def _date(expr: str) -> str:
     """The calendar date a FHIR date/dateTime was written with (its first ten characters), or NULL.
 
-    Only full dates count: Spark would read "2024-03" as March 1st, DuckDB would not, and neither
-    may place a month-precision time in a day window.
+    Only ``YYYY-MM-DD`` counts (the FHIR form, and the only one records._day reads): DuckDB and
+    Spark would also read "2024/01/01" or "2024-1-1T08:00", each its own way, and Spark would read
+    "2024-03" as March 1st. Checking each character is cheaper than a regular expression.
     """
-    return f"(CASE WHEN length({expr}) >= 10 THEN TRY_CAST(substr({expr}, 1, 10) AS DATE) END)"
+    digits = " AND ".join(f"substr({expr}, {i}, 1) BETWEEN '0' AND '9'" for i in (1, 2, 3, 4, 6, 7, 9, 10))
+    form = f"length({expr}) >= 10 AND substr({expr}, 5, 1) = '-' AND substr({expr}, 8, 1) = '-' AND {digits}"
+    return f"(CASE WHEN {form} THEN TRY_CAST(substr({expr}, 1, 10) AS DATE) END)"
 
 
 def _reference_id(reference: str, resource_type: str) -> str:

@@ -7,6 +7,7 @@ This module adds only what the service does not need: the first dose, covariates
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -23,6 +24,8 @@ from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.observations import Resource, reference_of
 from ichis.measurement import plain
 from ichis.score import Part
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 #: Observation statuses that are not results (https://hl7.org/fhir/R4/valueset-observation-status.html).
 _VOID_OBSERVATION = frozenset({"entered-in-error", "cancelled", "registered"})
@@ -204,7 +207,9 @@ def first_dose(
 
 
 def _day(text: Any) -> date | None:
-    if not isinstance(text, str) or len(text) < 10:
+    """The date a FHIR date/dateTime was written with: ``YYYY-MM-DD`` only, as plan._date reads it
+    (``date.fromisoformat`` alone would also take "20240101" or week dates)."""
+    if not isinstance(text, str) or not _ISO_DATE.match(text):
         return None
     try:
         return date.fromisoformat(text[:10])

@@ -101,15 +101,18 @@ def test_edge_cases_take_the_documented_paths(duckdb_rows: list[dict[str, Any]])
     assert (order["pfs_days"], order["pfs_event"], order["os_days"], order["os_event"]) == (113, 1, 113, 1)
 
 
-@pytest.mark.parametrize("kind", ["MedicationAdministration", "Observation"])
-def test_a_line_that_is_not_json_is_a_one_line_input_error(
-    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine, kind: str
+@pytest.mark.parametrize(
+    ("kind", "bad"),
+    [("MedicationAdministration", "{not json"), ("Observation", "{not json"), ("Observation", "null")],
+)
+def test_a_line_that_is_not_a_json_object_is_a_one_line_input_error(
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine, kind: str, bad: str
 ) -> None:
-    """Malformed NDJSON stops the extraction with CohortInputError on both engines alike."""
+    """Malformed NDJSON, or JSON that is no resource, stops the extraction on both engines alike."""
     dose = administration("a", "Patient/p", "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
     (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(dose) + "\n", encoding="utf-8")
     good = json.dumps(count("o", "Patient/p", "751-8", "9.5", "10*3/uL", when="2022-03-01"), default=float)
-    (tmp_path / f"{kind}.1.ndjson").write_text(good + "\n{not json\n", encoding="utf-8")
+    (tmp_path / f"{kind}.1.ndjson").write_text(good + f"\n{bad}\n", encoding="utf-8")
     with DuckDBEngine() as engine, pytest.raises(CohortInputError):
         table(engine, tmp_path, definition)
     with pytest.raises(CohortInputError):

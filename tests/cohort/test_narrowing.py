@@ -179,6 +179,9 @@ def late_records() -> list[dict[str, Any]]:
         ),
         count("edge-window-n-old", edges, "751-8", "12.0", "10*3/uL", when="2022-06-30T09:00:00+09:00"),
         count("edge-window-n-day", edges, "751-8", "7.0", "10*3/uL", when="2022-07-15"),
+        # Times in no FHIR form: both engines keep them, and the reasons name them.
+        count("edge-window-n-slash", edges, "751-8", "5.0", "10*3/uL", when="2022/07/10 09:30"),
+        count("edge-window-n-short", edges, "751-8", "5.5", "10*3/uL", when="2022-7-1T09:30:00+09:00"),
         count("edge-window-n-after", edges, "751-8", "6.0", "10*3/uL", when="2022-07-16T08:00:00+09:00"),
         ecog("edge-window-ecog-in", edges, 1, "2022-06-15T09:00:00+09:00")
         | {"code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.1", "code": "89247-1"}]}},
@@ -296,6 +299,8 @@ def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_c
     assert "a death dated 2021-02-03 before the first dose was ignored" in (early["notes"] or "")
     assert (early["progression_date"], early["pfs_event"]) == (date(2022, 9, 1), 1)
     assert (edges["ecog"], edges["progression_date"]) == (1, date(2023, 8, 31))
+    assert "edge-window-n-slash" in edges["baseline_reasons"]
+    assert "edge-window-n-short" in edges["baseline_reasons"]
     # The IG# is read through a versioned subject reference (Patient/edge-window/_history/3).
     assert (edges["neutrophils_per_uL"], edges["ig_per_uL"], edges["ichis"]) == ("8000", "200", 1)
 
