@@ -430,8 +430,12 @@ def patient_row(
     definition: CohortDefinition,
     last_contact: date | None = None,
 ) -> dict[str, Any] | None:
-    """The cohort-table row of one patient from ``(resource type, JSON line)`` pairs; None if excluded."""
-    resources = [loads(line) for _, line in lines]
+    """The cohort-table row of one patient from ``(resource type, JSON line)`` pairs; None if excluded.
+
+    The lines are read in a fixed order (engines hand them over in any order), so that reasons and
+    notes, which follow the order of the results, read the same from every engine and every run.
+    """
+    resources = [loads(line) for _, line in sorted(lines)]
     resources = [r for r in resources if isinstance(r, Mapping)]
     patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
     observations = [r for r in resources if r.get("resourceType") == "Observation"]
