@@ -89,14 +89,36 @@ class Dialect:
 
     def from_json(self, expr: str, schema: Mapping[str, Any]) -> str:
         if self.name == "spark":
-            # PERMISSIVE (with Spark's partial results) reads an element of the wrong JSON type as
-            # NULL and keeps the rest, as DuckDB does; a line that is not JSON at all is refused
-            # when the engine reads it (SparkEngine.lines).
-            return f"from_json({expr}, {self.literal(_ddl(schema))}, map('mode', 'PERMISSIVE'))"
+            return self._spark_parse(expr, dict(schema), 0)
         # Blank lines are filtered out, but the optimiser may place that filter after the parse
         # (filter pull-up): a blank line must not reach the parser, which refuses it.
         structure = self.literal(json.dumps(_duckdb_structure(schema)))
         return f"from_json(CASE WHEN {_nonblank(expr)} THEN {expr} END, {structure})"
+
+    def _spark_parse(self, expr: str, node: dict[str, Any], depth: int) -> str:
+        """Spark's from_json, read as DuckDB reads: an element of the wrong JSON type is NULL, and
+        the rest of its object and array are kept.
+
+        PERMISSIVE mode (with Spark's partial results) keeps the object around a wrongly typed
+        field, but one element of an array that is not an object would null the whole array. So
+        arrays are read as arrays of JSON text, and each element is parsed on its own. Lambdas bind
+        each parse once (``transform(array(x), p -> ...)[0]``) so no text is parsed twice.
+        """
+        var = f"p{depth}"
+        parsed = f"from_json({expr}, {self.literal(_ddl(node, flat=True))}, map('mode', 'PERMISSIVE'))"
+        return f"transform(array({parsed}), {var} -> {self._spark_rebuild(var, node, depth)})[0]"
+
+    def _spark_rebuild(self, expr: str, node: Any, depth: int) -> str:
+        if isinstance(node, dict):
+            fields = ", ".join(
+                f"'{k}', {self._spark_rebuild(f'{expr}.`{k}`', value, depth)}" for k, value in node.items()
+            )
+            return f"CASE WHEN {expr} IS NULL THEN NULL ELSE named_struct({fields}) END"
+        if isinstance(node, list):
+            element = f"x{depth}"
+            inner = self._spark_parse(element, node[0], depth + 1) if isinstance(node[0], dict) else element
+            return f"transform({expr}, {element} -> {inner})"
+        return expr
 
     def _keys(self, codings: str, var: str) -> str:
         if self.name == "spark":
@@ -184,16 +206,17 @@ DUCKDB = Dialect("duckdb")
 SPARK = Dialect("spark")
 
 
-def _ddl_type(node: Any) -> str:
+def _ddl_type(node: Any, *, flat: bool) -> str:
     if isinstance(node, dict):
-        return "STRUCT<" + ", ".join(f"`{k}`: {_ddl_type(v)}" for k, v in node.items()) + ">"
+        return "STRUCT<" + ", ".join(f"`{k}`: {_ddl_type(v, flat=flat)}" for k, v in node.items()) + ">"
     if isinstance(node, list):
-        return f"ARRAY<{_ddl_type(node[0])}>"
+        # flat: an array of JSON texts, each parsed on its own (Dialect._spark_parse).
+        return "ARRAY<STRING>" if flat else f"ARRAY<{_ddl_type(node[0], flat=flat)}>"
     return "STRING"
 
 
-def _ddl(schema: Mapping[str, Any]) -> str:
-    return ", ".join(f"`{k}` {_ddl_type(v)}" for k, v in schema.items())
+def _ddl(schema: Mapping[str, Any], *, flat: bool = False) -> str:
+    return ", ".join(f"`{k}` {_ddl_type(v, flat=flat)}" for k, v in schema.items())
 
 
 def _duckdb_structure(node: Any) -> Any:

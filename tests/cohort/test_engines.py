@@ -127,7 +127,9 @@ def test_elements_of_the_wrong_json_type_are_read_alike_by_both_engines(
     dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
     neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
     lines = [
-        neutrophils | {"component": "x", "effectivePeriod": 5},
+        neutrophils
+        | {"component": "x", "effectivePeriod": 5}
+        | {"code": {"coding": ["x", 5, None, {"system": "http://loinc.org", "code": "751-8"}]}},
         count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
         | {"status": ["final"]},
         {
@@ -139,14 +141,34 @@ def test_elements_of_the_wrong_json_type_are_read_alike_by_both_engines(
             "hasMember": 5,
         },
     ]
-    (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(dose) + "\n", encoding="utf-8")
+    # A panel whose hasMember holds a number besides its two members, which take the panel's time.
+    other = "Patient/q"
+    panel = {
+        "resourceType": "Observation",
+        "id": "q-cbc",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "subject": {"reference": other},
+        "effectiveDateTime": "2022-03-01T08:00:00+09:00",
+        "hasMember": [5, {"reference": "Observation/q-n"}, {"reference": "Observation/q-ig"}],
+    }
+    lines += [
+        panel,
+        count("q-n", other, "751-8", "9.5", "10*3/uL", when=None),
+        count("q-ig", other, "53115-2", "0.09", "10*3/uL", when=None),
+    ]
+    doses = [dose, administration("b", other, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))]
+    (tmp_path / "MedicationAdministration.ndjson").write_text(
+        "".join(json.dumps(d) + "\n" for d in doses), encoding="utf-8"
+    )
     (tmp_path / "Observation.ndjson").write_text(
         "".join(json.dumps(r, default=float) + "\n" for r in lines), encoding="utf-8"
     )
     with DuckDBEngine() as engine:
         rows = table(engine, tmp_path, definition)
     assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis_status"]) for r in rows] == [
-        ("9500", None, "partial")
+        ("9500", None, "partial"),
+        ("9500", "90", "complete"),
     ]
     assert "has no valid status" in rows[0]["baseline_reasons"]
     assert table(spark, tmp_path, definition) == rows
