@@ -78,8 +78,9 @@ class CohortDefinition:
     @property
     def lab_window_days(self) -> tuple[int, int]:
         """Days before and after the first dose's date whose lab results are read: the look-back plus
-        one day each side, so that no time zone can move a usable result out of the window."""
-        return self.mapping.lookback.days + 1, 1
+        two days each side. Dates are compared as written and offsets run from -12:00 to +14:00, so
+        a result and a dose 14 days apart can be written up to 16 calendar days apart."""
+        return self.mapping.lookback.days + 2, 2
 
     def condition_codes(self) -> list[Code]:
         """Condition codes any step reads: histology, diagnosis, and Condition event rules."""

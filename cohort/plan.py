@@ -343,7 +343,7 @@ def _event_rules(definition: CohortDefinition, d: Dialect) -> str:
 def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     """Every cohort patient's Patient line, candidate Observations and Conditions, ordered by patient.
 
-    Observation windows are conservative (one day of margin each side, for time zones): the exact
+    Observation windows are conservative (margins for time zones, see CohortDefinition): the exact
     rules are applied in Python. Rows: patient, resource type, line.
     """
     d = dialect

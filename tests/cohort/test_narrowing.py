@@ -104,6 +104,23 @@ def late_records() -> list[dict[str, Any]]:
         premedication("edge-premed-7", premed, "2022-08-08T08:00:00+09:00"),
         administration("edge-premed-ici", premed, "2022-08-08T09:00:00+09:00", **rxnorm("1547545")),
         administration("edge-premed-ici-2", premed, "2022-08-29T09:00:00+09:00", **rxnorm("1547545")),
+        # A dose written at +14:00 and its blood count 13 days 23.5 hours earlier written at -12:00:
+        # sixteen calendar days apart as written, inside the 14-day look-back as instants.
+        {"resourceType": "Patient", "id": "edge-zones", "gender": "female", "birthDate": "1962-02-02"},
+        administration(
+            "edge-zones-1", "Patient/edge-zones", "2022-10-15T00:30:00+14:00", **rxnorm("1547545")
+        ),
+        count(
+            "edge-zones-n", "Patient/edge-zones", "751-8", "9.1", "10*3/uL", when="2022-09-29T23:00:00-12:00"
+        ),
+        count(
+            "edge-zones-ig",
+            "Patient/edge-zones",
+            "53115-2",
+            "0.1",
+            "10*3/uL",
+            when="2022-09-29T23:00:00-12:00",
+        ),
         # Only orders: a treatment plan made weeks before the signed order.
         {"resourceType": "Patient", "id": "edge-plan", "gender": "male", "birthDate": "1957-05-05"},
         {
@@ -321,3 +338,4 @@ def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
     )
     assert (medref["first_ici_date"], medref["ici_agent"]) == (date(2022, 9, 5), "atezolizumab")
     assert rows["edge-plan"]["ici_source"] == "MedicationRequest/edge-plan-2"
+    assert (rows["edge-zones"]["ichis"], rows["edge-zones"]["ig_per_uL"]) == (2, "100")
