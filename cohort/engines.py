@@ -136,6 +136,9 @@ class SparkEngine:
             .config("spark.sql.shuffle.partitions", "4")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
+            # A wrongly typed field nulls only itself, not its whole object (the default from Spark
+            # 4.0; set for clusters that run an older default).
+            .config("spark.sql.json.enablePartialResults", "true")
             .getOrCreate()
         )
         self._spark.sparkContext.setLogLevel("ERROR")
