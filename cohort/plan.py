@@ -235,7 +235,9 @@ def _date(expr: str) -> str:
     "2024-03" as March 1st. Checking each character is cheaper than a regular expression.
     """
     digits = " AND ".join(f"substr({expr}, {i}, 1) BETWEEN '0' AND '9'" for i in (1, 2, 3, 4, 6, 7, 9, 10))
-    form = f"length({expr}) >= 10 AND substr({expr}, 5, 1) = '-' AND substr({expr}, 8, 1) = '-' AND {digits}"
+    # Year 0000 is no date for Python; DuckDB and Spark would read it.
+    dashes = f"substr({expr}, 5, 1) = '-' AND substr({expr}, 8, 1) = '-' AND substr({expr}, 1, 4) <> '0000'"
+    form = f"length({expr}) >= 10 AND {dashes} AND {digits}"
     return f"(CASE WHEN {form} THEN TRY_CAST(substr({expr}, 1, 10) AS DATE) END)"
 
 

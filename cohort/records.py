@@ -435,7 +435,8 @@ def patient_row(
     The lines are read in a fixed order (engines hand them over in any order), so that reasons and
     notes, which follow the order of the results, read the same from every engine and every run.
     """
-    resources = [loads(line) for _, line in sorted(lines)]
+    # Spark keeps the spaces around a line, DuckDB strips them: sort on what both hand over.
+    resources = [loads(line) for _, line in sorted(lines, key=lambda item: (item[0], item[1].strip()))]
     resources = [r for r in resources if isinstance(r, Mapping)]
     patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
     observations = [r for r in resources if r.get("resourceType") == "Observation"]

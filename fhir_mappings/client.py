@@ -18,7 +18,7 @@ import requests
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from fhir_mappings.bundles import FhirInputError, loads
+from fhir_mappings.bundles import loads
 from fhir_mappings.observations import items_of
 
 FHIR_JSON = "application/fhir+json"
@@ -48,7 +48,10 @@ class FhirRefused(FhirClientError):
     """The server refused the token or the query (401, 403, other 4xx)."""
 
 
-_UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+#: Scheme and authority of a URL, as the standard parser delimits them (up to the first / ? #).
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+#: Characters on which the standard parser and urllib3 split an authority differently.
+_UNSAFE_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f@]")
 
 
 def request_origin(url: str) -> tuple[str, str, int | None] | None:
@@ -59,7 +62,9 @@ def request_origin(url: str) -> tuple[str, str, int | None] | None:
     the request goes to evil.example). URLs with a backslash, whitespace, control characters or
     credentials have no origin a token may go to.
     """
-    if _UNSAFE_URL.search(url):
+    # Only the authority is checked: queries legitimately carry spaces, '|' or FHIR's '\,' escapes.
+    authority = _AUTHORITY.match(url)
+    if authority is None or _UNSAFE_AUTHORITY.search(authority.group(1)):
         return None
     try:
         parsed = parse_url(requests.Request("GET", url).prepare().url or "")
@@ -150,9 +155,10 @@ class FhirClient:
 
 
 def _entries(bundle: Mapping[str, Any]) -> list[Any]:
-    """A page's entries; a page whose ``entry`` is not an array is malformed, not empty."""
-    if "entry" in bundle and not isinstance(bundle["entry"], list):
-        raise FhirInputError("Bundle.entry is not an array")
+    """A page's entries; a page whose ``entry`` is not an array (or null) is malformed, not empty."""
+    entries = bundle.get("entry")
+    if entries is not None and not isinstance(entries, list):
+        raise FhirUnreachable("the FHIR server sent a page whose Bundle.entry is not an array")
     return items_of(bundle, "entry")
 
 

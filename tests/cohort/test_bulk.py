@@ -281,7 +281,6 @@ def test_files_on_the_fhir_server_are_fetched_with_the_token_and_errors_kept_as_
     [
         "https://elsewhere.example.net\\@fhir.example.org/r4/files/1",  # urllib3 sends this to elsewhere
         "https://user:secret@fhir.example.org/r4/files/1",
-        "https://fhir.example.org/r4/files/1 https://elsewhere.example.net/",
         "http://fhir.example.org/r4/files/1",  # same host, another scheme
         "https://fhir.example.org:8443/r4/files/1",
     ],
