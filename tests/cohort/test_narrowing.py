@@ -273,44 +273,47 @@ def unnarrowed_rows(
     return rows
 
 
-@pytest.fixture
+def narrowed_rows(
+    engine: DuckDBEngine | SparkEngine, folder: Path, definition: CohortDefinition
+) -> dict[str, dict[str, Any]]:
+    """The table as the command builds it (the engine narrows), by patient id."""
+    return {r["patient_id"]: r for r in extract_rows(engine, discover([folder]), definition)}
+
+
+@pytest.fixture(scope="module")
 def site_definition() -> CohortDefinition:
     return load_definition(SITE, CUTOFF)
 
 
-def test_narrowing_on_duckdb_changes_no_row(
+@pytest.fixture(scope="module")
+def duckdb_rows(
     cohort_with_late_records: Path, site_definition: CohortDefinition
+) -> dict[str, dict[str, Any]]:
+    with DuckDBEngine() as engine:
+        return narrowed_rows(engine, cohort_with_late_records, site_definition)
+
+
+def test_narrowing_on_duckdb_changes_no_row(
+    duckdb_rows: dict[str, dict[str, Any]], cohort_with_late_records: Path, site_definition: CohortDefinition
 ) -> None:
     with DuckDBEngine() as engine:
-        narrowed = {
-            r["patient_id"]: r
-            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
-        }
-    with DuckDBEngine() as engine:
         reference = unnarrowed_rows(engine, cohort_with_late_records, site_definition)
-    assert set(narrowed) == set(reference)
+    assert set(duckdb_rows) == set(reference)
     for patient, row in reference.items():
-        assert narrowed[patient] == row, patient
+        assert duckdb_rows[patient] == row, patient
 
 
 def test_narrowing_on_spark_changes_no_row(
     cohort_with_late_records: Path, site_definition: CohortDefinition, spark: SparkEngine
 ) -> None:
-    narrowed = {
-        r["patient_id"]: r for r in extract_rows(spark, discover([cohort_with_late_records]), site_definition)
-    }
-    reference = unnarrowed_rows(spark, cohort_with_late_records, site_definition)
-    assert narrowed == reference
+    narrowed = narrowed_rows(spark, cohort_with_late_records, site_definition)
+    assert narrowed == unnarrowed_rows(spark, cohort_with_late_records, site_definition)
 
 
 def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_cut_off(
-    cohort_with_late_records: Path, site_definition: CohortDefinition
+    duckdb_rows: dict[str, dict[str, Any]],
 ) -> None:
-    with DuckDBEngine() as engine:
-        rows = {
-            r["patient_id"]: r
-            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
-        }
+    rows = duckdb_rows
     late, early, edges = rows["edge-late"], rows["edge-early"], rows["edge-window"]
     assert (late["death_date"], late["os_days"], late["os_event"]) == (date(2023, 8, 20), 475, 1)
     assert "a death dated 2021-02-03 before the first dose was ignored" in (early["notes"] or "")
@@ -323,13 +326,9 @@ def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_c
 
 
 def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
-    cohort_with_late_records: Path, site_definition: CohortDefinition
+    duckdb_rows: dict[str, dict[str, Any]],
 ) -> None:
-    with DuckDBEngine() as engine:
-        rows = {
-            r["patient_id"]: r
-            for r in extract_rows(engine, discover([cohort_with_late_records]), site_definition)
-        }
+    rows = duckdb_rows
     premed, medref = rows["edge-premed"], rows["edge-medref"]
     assert (premed["first_ici_date"], premed["ici_agent"], premed["ici_source"]) == (
         date(2022, 8, 8),
