@@ -21,7 +21,7 @@ from fhir_mappings.assessment import assess
 from fhir_mappings.bundles import loads
 from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
-from fhir_mappings.observations import Resource, reference_of
+from fhir_mappings.observations import Resource, items_of, reference_of
 from ichis.measurement import plain
 from ichis.score import Part
 
@@ -99,18 +99,13 @@ class DoseCandidate:
     medication_line: str | None
 
 
-def _list(value: Any) -> list[Any]:
-    """A JSON array element, or nothing when the line holds another type there."""
-    return value if isinstance(value, list) else []
-
-
 def _codings(codeable: Any) -> list[Code]:
     """The (system, code) pairs of a CodeableConcept, LOINC under any of its spellings as LOINC."""
     # Parsed JSON is made of dicts; ``dict`` checks are much cheaper than ``Mapping`` ones here.
     if not isinstance(codeable, dict):
         return []
     found = []
-    for coding in _list(codeable.get("coding")):
+    for coding in items_of(codeable, "coding"):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str):
@@ -135,7 +130,7 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
         medication = next(
             (
                 c
-                for c in _list(resource.get("contained"))
+                for c in items_of(resource, "contained")
                 if isinstance(c, Mapping) and f"#{c.get('id')}" == target
             ),
             None,
@@ -143,7 +138,7 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
     found: list[Any] = []
     if isinstance(medication, Mapping):
         found.append(medication.get("code"))
-        ingredients = _list(medication.get("ingredient"))
+        ingredients = items_of(medication, "ingredient")
         found += [i.get("itemCodeableConcept") for i in ingredients if isinstance(i, Mapping)]
     if isinstance(ref.get("display"), str):
         found.append({"text": ref["display"]})
@@ -256,7 +251,7 @@ def _may_be_lab(observation: Resource, lab_codes: frozenset[Code]) -> bool:
     """A panel, or an Observation with a lab code at its root or in a component."""
     if observation.get("hasMember") or _has_code(observation, lab_codes):
         return True
-    return any(isinstance(c, dict) and _has_code(c, lab_codes) for c in _list(observation.get("component")))
+    return any(isinstance(c, dict) and _has_code(c, lab_codes) for c in items_of(observation, "component"))
 
 
 def _is_void(resource: Resource) -> bool:
@@ -272,7 +267,7 @@ def _has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
     codeable = resource.get("code")
     if not isinstance(codeable, dict):
         return False
-    for coding in _list(codeable.get("coding")):
+    for coding in items_of(codeable, "coding"):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if (
@@ -420,7 +415,7 @@ def _synthetic(resource: Resource | None) -> bool:
         return False
     return any(
         isinstance(t, Mapping) and (t.get("system"), t.get("code")) == codes.SYNTHETIC_TAG
-        for t in _list(meta.get("tag"))
+        for t in items_of(meta, "tag")
     )
 
 
