@@ -7,6 +7,7 @@ paging links that point elsewhere are refused, not followed.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -54,13 +55,15 @@ _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
 _UNSAFE_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f@]")
 
 
+@functools.lru_cache(maxsize=1024)
 def request_origin(url: str) -> tuple[str, str, int | None] | None:
     """Scheme, host and port of the request ``requests`` would really send to ``url``, or None.
 
     Parsed from the prepared URL as urllib3 reads it, not from the text: the standard parser and
     urllib3 disagree about ``https://evil.example\\@fhir.example/`` (urlsplit sees fhir.example,
     the request goes to evil.example). URLs with a backslash, whitespace, control characters or
-    credentials have no origin a token may go to.
+    credentials have no origin a token may go to. Cached: every call-back checks its URL and the
+    base URL, and preparing a request is not free on the hook's path.
     """
     # Only the authority is checked: queries legitimately carry spaces, '|' or FHIR's '\,' escapes.
     authority = _AUTHORITY.match(url)
