@@ -137,6 +137,8 @@ def _extract(args: argparse.Namespace) -> int:
         _say(f"SYNTHETIC DATA: {summary.synthetic_rows} rows come from synthetic patients")
     for skipped in summary.skipped_files:
         _say(f"not read: {skipped}")
+    for name in summary.bom_files:
+        _say(f"read without the byte-order mark it starts with: {name}")
     return EXIT_OK
 
 

@@ -147,12 +147,20 @@ class SparkEngine:
         if not files:
             self._spark.sql("SELECT CAST(NULL AS STRING) AS line WHERE false").createOrReplaceTempView(view)
             return
-        # Every non-blank line must be JSON: FAILFAST on a one-field schema stops the query on the
-        # first line that is not, as DuckDB does (the plan's own parse is PERMISSIVE, see plan.py).
-        # Blank means JSON whitespace only (space, tab, CR, LF), as on DuckDB (plan._nonblank).
+        # Every non-blank line must be one JSON object and nothing else, as DuckDB requires (the
+        # plan's own parse is PERMISSIVE, see plan.py). Spark's parser stops after the first value
+        # and ignores what follows, so the line is read as the body of an array: FAILFAST stops the
+        # query on text that is not JSON or trails the object ("{...} x", "{...} {...}"), and the
+        # array must hold exactly one object ("null", "{...}, {...}" do not). The lambda binds the
+        # parse once. Blank means JSON whitespace only (space, tab, CR, LF), as on DuckDB
+        # (plan._nonblank).
+        one_object = (
+            "transform(array(from_json(concat('[', value, ']'), 'ARRAY<STRUCT<resourceType: STRING>>', "
+            "map('mode', 'FAILFAST'))), a -> size(a) = 1 AND a[0] IS NOT NULL)[0]"
+        )
         frame = self._spark.read.text([str(f) for f in files]).selectExpr(
-            "CASE WHEN translate(value, ' \t\r\n', '') = '' OR from_json(value, 'resourceType STRING', "
-            "map('mode', 'FAILFAST')) IS NOT NULL THEN value END AS line"
+            f"CASE WHEN translate(value, ' \t\r\n', '') = '' OR {one_object} THEN value "
+            f"ELSE raise_error({SPARK.literal(NOT_AN_OBJECT)}) END AS line"
         )
         frame.createOrReplaceTempView(view)
 

@@ -18,7 +18,7 @@ from cohort import plan
 from cohort.definition import CohortDefinition
 from cohort.engines import Engine
 from cohort.records import DoseCandidate, FirstDose, first_dose, patient_row
-from cohort.sources import Sources
+from cohort.sources import Sources, readable
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 
@@ -37,6 +37,8 @@ class ExtractionSummary:
     scored_complete: int = 0
     synthetic_rows: int = 0
     skipped_files: list[str] = field(default_factory=list)
+    #: Files read without the byte-order mark they start with.
+    bom_files: list[str] = field(default_factory=list)
 
 
 def first_doses(engine: Engine, definition: CohortDefinition) -> Iterator[FirstDose]:
@@ -59,6 +61,18 @@ def extract_rows(
     """The cohort table's rows, one per patient with a first checkpoint-inhibitor dose, by patient id."""
     summary = summary if summary is not None else ExtractionSummary()
     summary.skipped_files = list(sources.skipped)
+    summary.bom_files = [path.name for path in sources.with_bom]
+    with readable(sources) as files:
+        yield from _extract(engine, files, definition, summary, progress)
+
+
+def _extract(
+    engine: Engine,
+    sources: Sources,
+    definition: CohortDefinition,
+    summary: ExtractionSummary,
+    progress: Progress,
+) -> Iterator[dict[str, Any]]:
     for resource_type in plan.RESOURCE_TYPES:
         engine.lines(plan.view_of(resource_type), sources.files.get(resource_type, []))
     tick = progress("first doses", None)

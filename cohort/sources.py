@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from cohort.errors import CohortInputError
 from cohort.plan import RESOURCE_TYPES
 
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+
+#: UTF-8's byte-order mark. JSON text must not start with one, but parsers "MAY ignore" it
+#: (RFC 8259, section 8.1), and files saved by some Windows tools carry it.
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -26,25 +34,36 @@ class Sources:
 
     files: dict[str, list[Path]]
     skipped: list[str] = field(default_factory=list)
+    #: Files that start with a byte-order mark; the engines read them through :func:`readable`.
+    with_bom: list[Path] = field(default_factory=list)
 
     def count(self) -> int:
         return sum(len(paths) for paths in self.files.values())
 
 
-def _first_type(path: Path) -> str | None:
-    opener = gzip.open if path.name.endswith(".gz") else open
+def _open(path: Path, mode: str = "rb", encoding: str | None = None) -> Any:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, mode, encoding=encoding)
+    return path.open(mode, encoding=encoding)
+
+
+def _first_type(path: Path) -> tuple[str | None, bool]:
+    """The resource type of the file's first resource, and whether the file starts with a BOM."""
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
+        with _open(path) as raw:
+            bom = raw.read(len(BOM)) == BOM
+        # utf-8-sig reads the mark as nothing.
+        with _open(path, "rt", encoding="utf-8-sig") as handle:
             for line in handle:
                 if line.strip():
                     document = json.loads(line)
                     kind = document.get("resourceType") if isinstance(document, dict) else None
-                    return kind if isinstance(kind, str) else None
+                    return (kind if isinstance(kind, str) else None), bom
     except (OSError, EOFError, UnicodeDecodeError) as error:
         raise CohortInputError(f"cannot read {path}: {error}") from None
     except json.JSONDecodeError as error:
         raise CohortInputError(f"{path}: the first line is not JSON ({error.msg})") from None
-    return None
+    return None, bom
 
 
 def discover(paths: Iterable[Path]) -> Sources:
@@ -60,9 +79,11 @@ def discover(paths: Iterable[Path]) -> Sources:
     if not candidates:
         raise CohortInputError("no .ndjson or .ndjson.gz files found in the input")
     files: dict[str, list[Path]] = {kind: [] for kind in RESOURCE_TYPES}
-    skipped = []
+    skipped, with_bom = [], []
     for path in candidates:
-        kind = _first_type(path)
+        kind, bom = _first_type(path)
+        if bom and kind in files:
+            with_bom.append(path)
         if kind is None:
             skipped.append(f"{path.name}: empty")
         elif kind in files:
@@ -71,4 +92,27 @@ def discover(paths: Iterable[Path]) -> Sources:
             skipped.append(f"{path.name}: {kind} is not read")
     if not any(files.values()):
         raise CohortInputError("none of the input files holds Patient, Observation or medication resources")
-    return Sources(files, skipped)
+    return Sources(files, skipped, with_bom)
+
+
+@contextmanager
+def readable(sources: Sources) -> Iterator[Sources]:
+    """``sources`` as the engines can read them: a file that starts with a byte-order mark is copied
+    without it (uncompressed) into a temporary folder that lives as long as the block. DuckDB and
+    Spark would refuse the mark or read it as part of the first line."""
+    if not sources.with_bom:
+        yield sources
+        return
+    with tempfile.TemporaryDirectory(prefix="ichis-bom-") as folder:
+        copies: dict[Path, Path] = {}
+        for number, path in enumerate(sources.with_bom):
+            copy = Path(folder) / f"{number}.ndjson"
+            try:
+                with _open(path) as source, copy.open("wb") as target:
+                    source.read(len(BOM))
+                    shutil.copyfileobj(source, target, 1 << 20)
+            except (OSError, EOFError) as error:
+                raise CohortInputError(f"cannot read {path}: {error}") from None
+            copies[path] = copy
+        files = {kind: [copies.get(p, p) for p in paths] for kind, paths in sources.files.items()}
+        yield replace(sources, files=files)

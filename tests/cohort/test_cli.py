@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +156,19 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_with_exit_code_1(
     assert code == 1
     assert err.startswith(f"ichis cohort: cannot write {blocker / 'out'}: ")
     assert "Traceback" not in err
+
+
+def test_extract_names_the_files_it_read_without_their_byte_order_mark(
+    pipeline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same table as without the mark, and one line per file that had it."""
+    marked = tmp_path / "ndjson"
+    shutil.copytree(pipeline / "ndjson", marked)
+    patients = next(marked.glob("Patient*.ndjson.gz"))
+    patients.write_bytes(gzip.compress(b"\xef\xbb\xbf" + gzip.decompress(patients.read_bytes())))
+    args = ["extract", str(marked), "--cutoff", "2023-08-31", "--format", "csv", "--out"]
+    assert main(["cohort", *args, str(tmp_path / "table")]) == 0
+    said = capsys.readouterr().out
+    assert f"read without the byte-order mark it starts with: {patients.name}" in said.splitlines()
+    table = (tmp_path / "table" / "cohort.csv").read_text(encoding="utf-8")
+    assert table == (pipeline / "table" / "cohort.csv").read_text(encoding="utf-8")

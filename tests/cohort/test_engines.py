@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 from datetime import date
@@ -101,14 +102,28 @@ def test_edge_cases_take_the_documented_paths(duckdb_rows: list[dict[str, Any]])
     assert (order["pfs_days"], order["pfs_event"], order["os_days"], order["os_event"]) == (113, 1, 113, 1)
 
 
+ONE = '{"resourceType": "Observation"}'
+
+
 @pytest.mark.parametrize(
     ("kind", "bad"),
-    [("MedicationAdministration", "{not json"), ("Observation", "{not json"), ("Observation", "null")],
+    [
+        ("MedicationAdministration", "{not json"),
+        ("Observation", "{not json"),
+        ("Observation", "null"),
+        ("Observation", "42"),
+        ("Observation", f"[{ONE}]"),
+        ("Observation", f"{ONE} x"),
+        ("Observation", f"{ONE} {ONE}"),
+        ("Observation", f"{ONE}, {ONE}"),
+        ("MedicationAdministration", f"{ONE} trailing text"),
+    ],
 )
 def test_a_line_that_is_not_a_json_object_is_a_one_line_input_error(
     tmp_path: Path, definition: CohortDefinition, spark: SparkEngine, kind: str, bad: str
 ) -> None:
-    """Malformed NDJSON, or JSON that is no resource, stops the extraction on both engines alike."""
+    """Malformed NDJSON, JSON that is no resource, or a line with more than one JSON value stops the
+    extraction on both engines alike."""
     dose = administration("a", "Patient/p", "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
     (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(dose) + "\n", encoding="utf-8")
     good = json.dumps(count("o", "Patient/p", "751-8", "9.5", "10*3/uL", when="2022-03-01"), default=float)
@@ -204,4 +219,25 @@ def test_windows_line_ends_and_blank_lines_are_read_alike_by_both_engines(
     with DuckDBEngine() as engine:
         rows = table(engine, tmp_path, definition)
     assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis"]) for r in rows] == [("9500", "90", 2)]
+    assert table(spark, tmp_path, definition) == rows
+
+
+def test_a_file_that_starts_with_a_byte_order_mark_is_read_without_it_by_both_engines(
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
+) -> None:
+    """Windows tools save UTF-8 with a byte-order mark; RFC 8259 lets a parser ignore it, and we do,
+    plain or gzipped, and say which files had one."""
+    patient = "Patient/p"
+    dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    ig = count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "MedicationAdministration.ndjson").write_bytes(bom + (json.dumps(dose) + "\n").encode())
+    observations = "".join(json.dumps(r, default=float) + "\n" for r in (neutrophils, ig))
+    (tmp_path / "Observation.ndjson.gz").write_bytes(gzip.compress(bom + observations.encode()))
+    summary = ExtractionSummary()
+    with DuckDBEngine() as engine:
+        rows = list(extract_rows(engine, discover([tmp_path]), definition, summary))
+    assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis"]) for r in rows] == [("9500", "90", 2)]
+    assert sorted(summary.bom_files) == ["MedicationAdministration.ndjson", "Observation.ndjson.gz"]
     assert table(spark, tmp_path, definition) == rows
