@@ -24,7 +24,7 @@ from cds_service.hook_request import HookRequest
 from cds_service.metrics import FHIR_CALLBACK_LATENCY, PREFETCH_KEYS
 from cds_service.security import check_fhir_server
 from cds_service.settings import Settings
-from fhir_mappings.bundles import FhirInputError, resource_entries
+from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
 from fhir_mappings.client import FhirClient, FhirClientError, next_link
 from fhir_mappings.observations import Resource
 
@@ -80,29 +80,6 @@ def _is_outcome(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome"
 
 
-def _error_in(bundle: Any) -> str | None:
-    """The diagnostics of an error a searchset carries in an OperationOutcome entry, if any.
-
-    Servers add an OperationOutcome (search mode "outcome") to say a search went wrong or is
-    incomplete; warnings and information (e.g. an unknown parameter ignored) leave the results whole.
-    https://hl7.org/fhir/R4/bundle.html#searchset (search.mode) and CDS Hooks 2.0.1 prefetch:
-    "CDS Services SHOULD check any prefetched data for the existence of OperationOutcomes".
-    """
-    if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-        return None
-    entries = bundle.get("entry")
-    for entry in entries if isinstance(entries, list) else ():
-        resource = entry.get("resource") if isinstance(entry, Mapping) else None
-        if not isinstance(resource, Mapping) or not _is_outcome(resource):
-            continue
-        issues = resource.get("issue")
-        for issue in issues if isinstance(issues, list) else ():
-            if isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal"):
-                text = issue.get("diagnostics")
-                return text[:200] if isinstance(text, str) else str(issue.get("code") or "error")
-    return None
-
-
 def resolve(
     request: HookRequest,
     templates: Mapping[str, str],
@@ -119,7 +96,7 @@ def resolve(
                 resolved.values[key] = None
                 resolved.prefetched.append(key)
                 PREFETCH_KEYS.labels(key, "prefetch").inc()
-            elif _is_outcome(value) or _error_in(value) is not None:
+            elif _is_outcome(value) or reported_error(value) is not None:
                 # The client could not gather this key (or only part of it): fetch it ourselves.
                 to_fetch[key] = fill_template(template, request)
             elif isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
@@ -167,7 +144,7 @@ def resolve(
             try:
                 resolved.values[key] = value = job.result()
                 list(resource_entries(value))
-                if (error_text := _error_in(value)) is not None:
+                if (error_text := reported_error(value)) is not None:
                     failures.append(f"{key}: the FHIR server reported an error in the results ({error_text})")
                     continue
                 resolved.fetched.append(key)

@@ -90,6 +90,36 @@ def resource_entries(document: Any) -> Iterator[tuple[Resource, str | None]]:
         yield document, None
 
 
+def reported_error(bundle: Any, depth: int = 0) -> str | None:
+    """The diagnostics of an error a Bundle carries in an OperationOutcome entry, if any.
+
+    Servers add an OperationOutcome (search mode "outcome") to say a search went wrong or is
+    incomplete; warnings and information (e.g. an unknown parameter ignored) leave the results whole.
+    https://hl7.org/fhir/R4/bundle.html#searchset (search.mode) and CDS Hooks 2.0.1 prefetch:
+    "CDS Services SHOULD check any prefetched data for the existence of OperationOutcomes".
+    Read generously, since an error missed is data silently missing: an ``issue`` sent as one
+    object rather than a list, and Bundles nested in entries (a few levels), count too.
+    """
+    if depth > 3 or not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
+        return None
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(resource, Mapping):
+            continue
+        if (nested := reported_error(resource, depth + 1)) is not None:
+            return nested
+        if resource.get("resourceType") != "OperationOutcome":
+            continue
+        issues = resource.get("issue")
+        issues = [issues] if isinstance(issues, Mapping) else issues
+        for issue in issues if isinstance(issues, list) else ():
+            if isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal"):
+                text = issue.get("diagnostics")
+                return text[:200] if isinstance(text, str) else str(issue.get("code") or "error")
+    return None
+
+
 def patients_of(entries: list[tuple[Resource, str | None]]) -> set[str]:
     """The distinct patients the Observations are about (``Patient/id`` or the subject as sent)."""
     subjects: set[str] = set()

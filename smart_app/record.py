@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
-from fhir_mappings.bundles import FhirInputError, resource_entries
+from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
 from fhir_mappings.client import FhirClient, FhirClientError, FhirRefused, FhirTimeout
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.observations import Resource
@@ -101,6 +101,13 @@ def read_record(
         if isinstance(error, FhirTimeout):
             raise FhirUnavailable("The EHR's FHIR server did not answer in time.")
         raise FhirUnavailable(f"Reading the record failed: {error.detail}.")
+    for part in ("observations", "conditions"):
+        if (reported := reported_error(answers.get(part))) is not None:
+            # The server says the search went wrong: what it sent may be partial, and a score or
+            # a missing value read from it would look complete.
+            raise FhirUnavailable(
+                f"The EHR's FHIR server reported an error in the {part} it sent ({reported})."
+            )
     try:
         if "patient" in answers:
             record.patient = answers["patient"]

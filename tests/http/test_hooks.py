@@ -267,6 +267,27 @@ def test_a_prefetched_bundle_that_carries_an_error_is_not_taken_as_complete(
         assert "labs" in response.get_json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize(
+    "carrier",
+    ["issue as one object", "in a Bundle nested in an entry"],
+)
+def test_an_error_outcome_is_found_in_the_shapes_servers_send(client: FlaskClient, carrier: str) -> None:
+    """An error missed would be results silently missing: a malformed ``issue`` (one object, not a
+    list) and a Bundle inside an entry are searched too."""
+    prefetch = prefetch_for("ichis-demo-2")
+    issue = {"severity": "error", "code": "incomplete", "diagnostics": "search timed out"}
+    if carrier == "issue as one object":
+        entry = {"resource": {"resourceType": "OperationOutcome", "issue": issue}}
+    else:
+        outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+        nested = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": outcome}]}
+        entry = {"resource": nested}
+    prefetch["labs"]["entry"].append(entry)
+    response = post_hook(client, hook_body(prefetch=prefetch))
+    assert response.status_code == 412
+    assert "labs" in response.get_json()["issue"][0]["diagnostics"]
+
+
 def test_a_paginated_prefetch_without_fhir_server_is_412(client: FlaskClient) -> None:
     prefetch = prefetch_for("ichis-demo-2")
     prefetch["labs"]["link"] = [{"relation": "next", "url": "http://ehr.example/fhir?page=2"}]

@@ -2,12 +2,14 @@
 
 Test instrumentation, not a fake: HAPI (real) answers every request. HAPI does not check tokens,
 so this is how a test sees which token was sent where; bound to a chosen port, it also lets a test
-bring an "unreachable" server back.
+bring an "unreachable" server back. ``alter`` may change HAPI's answer before it is passed on, for
+what HAPI cannot be made to send (a search Bundle carrying an error OperationOutcome).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +18,9 @@ import requests
 
 
 class RecordingProxy:
-    def __init__(self, upstream: str, port: int = 0) -> None:
+    def __init__(
+        self, upstream: str, port: int = 0, alter: Callable[[str, bytes], bytes] | None = None
+    ) -> None:
         self.seen: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
         upstream_parts = urlsplit(upstream)
         outer = self
@@ -37,7 +41,7 @@ class RecordingProxy:
                     },
                     timeout=30,
                 )
-                payload = reply.content
+                payload = alter(self.path, reply.content) if alter else reply.content
                 self.send_response(reply.status_code)
                 self.send_header("Content-Type", reply.headers.get("Content-Type", "application/fhir+json"))
                 self.send_header("Content-Length", str(len(payload)))

@@ -167,6 +167,38 @@ def test_no_token_is_sent_when_the_client_gave_none(
     assert {auth for _, _, auth in proxy.seen} == {None}
 
 
+@pytest.mark.parametrize(("severity", "status"), [("error", 412), ("warning", 200)])
+def test_a_fetched_search_that_carries_an_error_outcome_is_not_taken_as_complete(
+    service: Callable[..., Flask], demo_fhir: str, severity: str, status: int
+) -> None:
+    """HAPI's real answer to the lab search, with an OperationOutcome entry added on the way (as a
+    server adds one for a partial search): an error means the labs may be partial, so no card;
+    a warning leaves them whole."""
+
+    def add_outcome(path: str, payload: bytes) -> bytes:
+        if not path.startswith("/fhir/Observation?"):
+            return payload
+        bundle = json.loads(payload)
+        issue = {"severity": severity, "code": "incomplete", "diagnostics": "search stopped early"}
+        outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+        bundle.setdefault("entry", []).append({"resource": outcome, "search": {"mode": "outcome"}})
+        return json.dumps(bundle).encode()
+
+    proxy = RecordingProxy(demo_fhir, alter=add_outcome)
+    try:
+        body = hook_body("ichis-demo-2", prefetch=None, fhir_server=proxy.base)
+        response = post_hook(service().test_client(), body)
+    finally:
+        proxy.close()
+    assert any(path.startswith("/fhir/Observation?") for _, path, _ in proxy.seen)
+    assert response.status_code == status
+    if status == 412:
+        diagnostics = response.get_json()["issue"][0]["diagnostics"]
+        assert "labs: the FHIR server reported an error in the results (search stopped early)" in diagnostics
+    else:
+        assert card_summary(response).startswith("IChIS 2 of 2")
+
+
 def test_a_cross_origin_paging_link_is_not_followed_with_the_token(service: Callable[..., Flask]) -> None:
     """A next link to another host would carry the token away: the service refuses it (412)."""
     prefetch = prefetch_for("ichis-demo-2")

@@ -3,6 +3,7 @@ the granted scopes honoured, and the negative paths that end on a clear page."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from fhir_mappings.assessment import assess, assessment_json
 from fhir_mappings.bundles import dumps, loads
 from fhir_mappings.config import load_mapping_config
 from sandbox.ehr.state import EXTENSION as EHR_STATE
+from tests.integration.proxy import RecordingProxy
 from tests.smart.conftest import NOW, SmartEnv, app_context
 
 RESEARCH = "http://hospital.example/sysmex-xn"
@@ -282,6 +284,36 @@ def test_a_failing_fhir_server_ends_on_a_clear_page(smart_env: Callable[..., Sma
     assert page.status_code == 502
     assert 'data-error="fhir-unavailable"' in page.text
     assert "Traceback" not in page.text
+
+
+def test_a_lab_search_the_server_marks_as_failed_shows_no_score(
+    smart_env: Callable[..., SmartEnv], hapi_url: str
+) -> None:
+    """HAPI's real answer with an error OperationOutcome entry added on the way (HAPI cannot be
+    made to send one): the results may be partial, so the page says so instead of a score that
+    would look complete."""
+
+    def add_outcome(path: str, payload: bytes) -> bytes:
+        if "/Observation?" not in path:
+            return payload
+        bundle = json.loads(payload)
+        issue = {"severity": "error", "code": "incomplete", "diagnostics": "search stopped early"}
+        outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+        bundle.setdefault("entry", []).append({"resource": outcome, "search": {"mode": "outcome"}})
+        return json.dumps(bundle).encode()
+
+    proxy = RecordingProxy(hapi_url, alter=add_outcome)
+    try:
+        env = smart_env(ehr={"fhir_upstream": proxy.base})
+        env.fhir.add_patient("ichis-demo-2")
+        page = env.open("ichis-demo-2", appContext=app_context("ichis-demo-2"))
+    finally:
+        proxy.close()
+    assert any("/Observation?" in path for _, path, _ in proxy.seen)
+    assert page.status_code == 502
+    assert 'data-error="fhir-unavailable"' in page.text
+    assert "reported an error in the observations it sent (search stopped early)" in text_of(page.text)
+    assert "IChIS 2 of 2" not in page.text
 
 
 def test_an_unexpected_failure_ends_on_the_error_page_without_a_trace(
