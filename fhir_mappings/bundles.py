@@ -107,16 +107,21 @@ def reported_error(bundle: Any, depth: int = 0) -> str | None:
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if not isinstance(resource, Mapping):
             continue
-        if (nested := reported_error(resource, depth + 1)) is not None:
-            return nested
-        if resource.get("resourceType") != "OperationOutcome":
-            continue
-        issues = resource.get("issue")
-        issues = [issues] if isinstance(issues, Mapping) else issues
-        for issue in issues if isinstance(issues, list) else ():
-            if isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal"):
-                text = issue.get("diagnostics")
-                return text[:200] if isinstance(text, str) else str(issue.get("code") or "error")
+        if (found := reported_error(resource, depth + 1) or outcome_error(resource)) is not None:
+            return found
+    return None
+
+
+def outcome_error(resource: Any) -> str | None:
+    """The diagnostics (or code) of an OperationOutcome's first ``error`` or ``fatal`` issue."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != "OperationOutcome":
+        return None
+    issues = resource.get("issue")
+    issues = [issues] if isinstance(issues, Mapping) else issues
+    for issue in issues if isinstance(issues, list) else ():
+        if isinstance(issue, Mapping) and issue.get("severity") in ("error", "fatal"):
+            text = issue.get("diagnostics")
+            return text[:200] if isinstance(text, str) else str(issue.get("code") or "error")
     return None
 
 

@@ -63,7 +63,13 @@ def parse_at(text: str | None) -> datetime:
 
 def _score(args: argparse.Namespace) -> int:
     from fhir_mappings.assessment import assess, assessment_json
-    from fhir_mappings.bundles import FhirInputError, only_patient, parse_document, patients_of
+    from fhir_mappings.bundles import (
+        FhirInputError,
+        only_patient,
+        outcome_error,
+        parse_document,
+        patients_of,
+    )
     from fhir_mappings.config import ConfigurationError, load_mapping_config
 
     at = parse_at(args.at)
@@ -72,7 +78,9 @@ def _score(args: argparse.Namespace) -> int:
     except ConfigurationError as error:
         raise CliError(EXIT_CONFIG, f"configuration: {error}") from None
     try:
-        text = Path(args.file).read_text("utf-8") if args.file != "-" else sys.stdin.read()
+        # utf-8-sig: a byte-order mark (Windows tools write one) is read as nothing (RFC 8259, 8.1).
+        text = Path(args.file).read_text("utf-8-sig") if args.file != "-" else sys.stdin.read()
+        text = text.removeprefix("\ufeff")
     except OSError as error:
         raise CliError(EXIT_INPUT, f"cannot read {args.file}: {error.strerror}") from None
     except UnicodeDecodeError:
@@ -81,6 +89,14 @@ def _score(args: argparse.Namespace) -> int:
         entries = parse_document(text)
     except FhirInputError as error:
         raise CliError(EXIT_INPUT, f"{args.file}: {error}") from None
+    for resource, _ in entries:
+        if (reported := outcome_error(resource)) is not None:
+            # A server's error outcome beside results says they may be partial: a score from them
+            # would look complete.
+            raise CliError(
+                EXIT_INPUT,
+                f"{args.file} carries an error OperationOutcome ({reported}); its results may be incomplete",
+            )
     if args.patient:
         entries = only_patient(entries, args.patient)
     else:

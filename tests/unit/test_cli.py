@@ -81,6 +81,32 @@ def test_malformed_input_exits_3_with_one_line_and_no_traceback(
     assert "Traceback" not in done.stderr
 
 
+def test_a_file_with_a_byte_order_mark_is_read_without_it(tmp_path: Path) -> None:
+    """Windows tools save UTF-8 with a byte-order mark; RFC 8259 lets a parser ignore it."""
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + (GOLDEN / "ichis2_searchset.input.json").read_bytes())
+    done = ichis("score", str(marked), "--at", "2024-03-01T10:00:00+09:00")
+    assert (done.returncode, json.loads(done.stdout)["ichis"]) == (0, 2)
+
+
+@pytest.mark.parametrize(("severity", "code"), [("error", 3), ("fatal", 3), ("warning", 0)])
+def test_a_bundle_that_carries_an_error_outcome_is_not_scored(
+    tmp_path: Path, severity: str, code: int
+) -> None:
+    """A server's error OperationOutcome beside the results says they may be partial."""
+    bundle = json.loads((GOLDEN / "ichis2_searchset.input.json").read_text())
+    issue = {"severity": severity, "code": "incomplete", "diagnostics": "search stopped early"}
+    outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+    bundle["entry"].append({"resource": outcome, "search": {"mode": "outcome"}})
+    saved = tmp_path / "partial.json"
+    saved.write_text(json.dumps(bundle))
+    done = ichis("score", str(saved), "--at", "2024-03-01T10:00:00+09:00")
+    assert done.returncode == code
+    if code:
+        assert "error OperationOutcome (search stopped early)" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_missing_file_exits_3(tmp_path: Path) -> None:
     done = ichis("score", str(tmp_path / "nope.json"))
     assert (done.returncode, "Traceback" in done.stderr) == (3, False)
