@@ -70,6 +70,7 @@ def _parse_when(text: str, naive_zone: tzinfo) -> When:
             stamp = datetime.fromisoformat(f"{m['year']}-{m['month']}-{m['day']}T{clock}")
             zone = m["zone"]
             stamp = stamp.replace(tzinfo=naive_zone if zone is None else _offset(zone))
+            _within_range(text, stamp)
             return When(stamp, stamp, text, precise=True, zone_assumed=zone is None)
         # A date without a time has no zone: FHIR leaves it to the local calendar of the sender.
         year = int(m["year"])
@@ -81,11 +82,36 @@ def _parse_when(text: str, naive_zone: tzinfo) -> When:
             after = date(year + (first.month == 12), first.month % 12 + 1, 1)
         else:
             first, after = date(year, 1, 1), date(year + 1, 1, 1)
+        start = datetime(first.year, first.month, first.day, tzinfo=naive_zone)
+        end = datetime(after.year, after.month, after.day, tzinfo=naive_zone)
+    except OverflowError:
+        # The day after 9999-12-31 does not exist for Python.
+        raise TimeFormatError(f"'{text}' {_OUTSIDE}") from None
     except ValueError as error:
         raise TimeFormatError(f"'{text}' is not a valid date: {error}") from None
-    start = datetime(first.year, first.month, first.day, tzinfo=naive_zone)
-    end = datetime(after.year, after.month, after.day, tzinfo=naive_zone)
+    _within_range(text, start)
+    _within_range(text, end)
     return When(start, end, text, precise=False, zone_assumed=True)
+
+
+#: Instants Python can move to UTC and compare or shift by weeks without overflow. Records carry
+#: placeholder dates at the ends of the calendar ("9999-12-31", "0001-01-01T00:00:00+14:00").
+_EARLIEST = datetime(1, 2, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 1, tzinfo=UTC)
+_OUTSIDE = "is outside the dates that can be compared (0001-02 to 9999-11)"
+
+
+def in_range(moment: datetime) -> bool:
+    """Whether an aware instant lies where it can be compared and shifted (see ``_EARLIEST``)."""
+    try:
+        return _EARLIEST <= moment.astimezone(UTC) <= _LATEST
+    except (OverflowError, ValueError):
+        return False
+
+
+def _within_range(text: str, moment: datetime) -> None:
+    if not in_range(moment):
+        raise TimeFormatError(f"'{text}' {_OUTSIDE}")
 
 
 def utc(moment: datetime) -> datetime:

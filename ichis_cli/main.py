@@ -48,6 +48,8 @@ def read_site_config(path: str | None) -> dict[str, Any]:
 
 def parse_at(text: str | None) -> datetime:
     """--at: an ISO 8601 instant with a zone offset; default now in UTC."""
+    from fhir_mappings.fhirtime import in_range
+
     if text is None:
         return datetime.now(UTC)
     try:
@@ -58,6 +60,8 @@ def parse_at(text: str | None) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise CliError(EXIT_USAGE, f"--at '{text}' needs a time zone, e.g. 2024-03-01T10:00:00+09:00")
+    if not in_range(moment):
+        raise CliError(EXIT_USAGE, f"--at '{text}' is outside the dates that can be compared")
     return moment
 
 

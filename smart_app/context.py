@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fhir_mappings.fhirtime import in_range
+
 
 @dataclass(frozen=True, slots=True)
 class CardContext:
@@ -49,8 +51,10 @@ def parse_app_context(raw: str | None) -> CardContext:
             at = datetime.fromisoformat(raw_at.replace("Z", "+00:00"))
         except ValueError:
             at = None
-        if at is not None and at.tzinfo is None:
-            at = None  # an instant without an offset cannot be placed: use the time of opening
+        if at is not None and (at.tzinfo is None or not in_range(at)):
+            # An instant without an offset cannot be placed, and one at the ends of the calendar
+            # cannot be compared: use the time of opening.
+            at = None
         if at is None:
             note = f"The card's order time ({raw_at}) could not be read."
     return CardContext(

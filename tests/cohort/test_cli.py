@@ -90,6 +90,7 @@ def test_extract_says_what_it_found_on_standard_output(tmp_path: Path, pipeline:
             "cannot read configuration",
         ),
         (["analyze", "/nonexistent.parquet", "--out", "{tmp}"], 3, "cannot read the cohort table"),
+        (["extract", "{tmp}", "--cutoff", "9999-12-31", "--out", "{tmp}"], 2, "is in the future"),
         (["synth", "--out", "{tmp}", "-n", "0"], 2, "-n must be at least 1"),
         (
             [

@@ -223,6 +223,24 @@ def test_an_observation_with_an_element_of_the_wrong_type_gets_a_card_not_a_500(
     assert response.get_json()["cards"]
 
 
+@pytest.mark.parametrize(
+    "placeholder", ["9999-12-31", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+14:00", "0001-01-01"]
+)
+def test_a_result_dated_at_the_end_of_the_calendar_is_reported_not_a_500(
+    client: FlaskClient, placeholder: str
+) -> None:
+    """Records carry placeholder dates; such a result is unusable, named, and the rest is scored."""
+    body = hook_body("ichis-demo-2")
+    labs = body["prefetch"]["labs"]["entry"]
+    neutrophils = next(e["resource"] for e in labs if e["resource"]["code"]["coding"][0]["code"] == "751-8")
+    neutrophils["effectiveDateTime"] = placeholder
+    response = post_hook(client, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (card,) = response.get_json()["cards"]
+    assert card["summary"].startswith("IChIS 1 to 2 of 2: NEUT# missing")
+    assert "outside the dates that can be compared" in card["detail"]
+
+
 def test_an_order_whose_contained_element_is_not_a_list_is_read_without_it(client: FlaskClient) -> None:
     body = hook_body("ichis-demo-2")
     order = body["context"]["draftOrders"]["entry"][0]["resource"]

@@ -146,6 +146,8 @@ def test_the_user_comes_from_an_id_token_whose_claims_hold(claims: dict[str, Any
             ("h", "p", ("MedicationRequest/1",), "2026-11-29T10:00:00+09:00", False),
         ),
         (json.dumps({"at": "2026-11-29T10:00:00"}), (None, None, (), None, True)),
+        (json.dumps({"at": "0001-01-01T00:00:00+14:00"}), (None, None, (), None, True)),
+        (json.dumps({"at": "9999-12-31T23:59:59-05:00"}), (None, None, (), None, True)),
         ("not json", (None, None, (), None, True)),
     ],
 )

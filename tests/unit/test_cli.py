@@ -118,7 +118,7 @@ def test_binary_input_exits_3(tmp_path: Path) -> None:
     assert ichis("score", str(bad)).returncode == 3
 
 
-@pytest.mark.parametrize("at", ["yesterday", "2024-03-01T10:00:00"])
+@pytest.mark.parametrize("at", ["yesterday", "2024-03-01T10:00:00", "9999-12-31T23:59:59-05:00"])
 def test_a_bad_reference_time_exits_2(at: str) -> None:
     done = ichis("score", str(GOLDEN / "stale_only.input.json"), "--at", at)
     assert done.returncode == 2
