@@ -11,7 +11,7 @@ import argparse
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,9 @@ def _auth(args: argparse.Namespace) -> Any:
 
 def _extract(args: argparse.Namespace) -> int:
 
-    if args.cutoff > date.today() + timedelta(days=1):
+    if args.cutoff > datetime.now(UTC).date() + timedelta(days=1):
         # Patients would be censored at a day not yet lived: follow-up times that no one observed.
-        # (One day of slack: the site's today may be tomorrow in this machine's zone.)
+        # (One day of slack: the site's today may be tomorrow in UTC.)
         raise CohortUsageError(f"--cutoff {args.cutoff} is in the future: follow-up after today is not known")
     definition = load_definition(_read_config(args.config), args.cutoff)
     out = Path(args.out)

@@ -115,6 +115,10 @@ def reference_of(resource: Resource, full_url: str | None = None) -> str:
     return f"{resource.get('resourceType', 'Resource')} without id"
 
 
+#: Largest decimal exponent of a lab value, either way (see Reading's value check).
+_MAGNITUDE = 30
+
+
 def _decimal(value: Any) -> Decimal | None:
     """A JSON number as an exact decimal. Callers should parse JSON with ``parse_float=Decimal``;
     a float that slipped through is read from its shortest repr, which is what the sender wrote."""
@@ -284,6 +288,11 @@ class _Reader:
             self._problem(
                 concept, reference, when, f"has a value that is not a number ({quantity.get('value')!r})"
             )
+            return
+        if value != 0 and not -_MAGNITUDE <= value.adjusted() <= _MAGNITUDE:
+            # No laboratory reports 1e31 or 1e-31 of anything; such a number only overflows the
+            # arithmetic and the display downstream.
+            self._problem(concept, reference, when, f"has a value out of any laboratory range ({value})")
             return
         raw_comparator = quantity.get("comparator")
         comparator: Comparator | None = None

@@ -68,6 +68,7 @@ _ATOMS: dict[str, tuple[Decimal, Dimension]] = {
 _ANNOTATION = r"(?:\{[^{}]*\})"
 _TEN_POWER = re.compile(rf"^10[*^](?P<exp>[+-]?\d+){_ANNOTATION}?$")
 _INTEGER = re.compile(rf"^(?P<num>\d+){_ANNOTATION}?$")
+_POWER_OF_TEN = re.compile(r"^10*$")
 _ONLY_ANNOTATION = re.compile(rf"^{_ANNOTATION}$")
 _PREFIXED_ATOM = re.compile(
     rf"^(?P<prefix>da|[YZEPTGMkhdcmunpfazy])?(?P<atom>mol|m|L|l|g)(?P<exp>[+-]?\d+)?{_ANNOTATION}?$"
@@ -81,6 +82,11 @@ def _component(text: str) -> Unit:
     if m := _TEN_POWER.match(text):
         return Unit(Decimal(1).scaleb(int(m["exp"])), DIMENSIONLESS)
     if m := _INTEGER.match(text):
+        if not _POWER_OF_TEN.match(m["num"]):
+            # UCUM allows any factor, but laboratories write only powers of ten ("1000/uL").
+            # "109/L" or "103/uL" is 10⁹/L or 10³/uL with its superscript lost (Unicode NFKC
+            # folding or a feed that drops formatting): read as written, a count 10⁷ times too small.
+            raise UnitError(f"'{text}' is a factor that is not a power of ten (a lost superscript?)")
         return Unit(Decimal(m["num"]), DIMENSIONLESS)
     if _PERCENT.match(text):
         return Unit(Decimal("0.01"), DIMENSIONLESS)

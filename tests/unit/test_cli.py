@@ -107,6 +107,18 @@ def test_a_bundle_that_carries_an_error_outcome_is_not_scored(
         assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["9e999999999", "1e-400", "1e5000"])
+def test_a_value_beyond_any_laboratory_range_is_reported_not_a_traceback(tmp_path: Path, value: str) -> None:
+    """Such numbers overflowed the exact arithmetic or the display; now the result is unusable."""
+    text = (GOLDEN / "ichis2_searchset.input.json").read_text()
+    saved = tmp_path / "huge.json"
+    saved.write_text(text.replace('"value": 12.34', f'"value": {value}'))
+    done = ichis("score", str(saved), "--at", "2024-03-01T10:00:00+09:00")
+    assert done.returncode == 0, done.stderr
+    reasons = " ".join(json.loads(done.stdout)["reasons"])
+    assert "out of any laboratory range" in reasons
+
+
 def test_a_missing_file_exits_3(tmp_path: Path) -> None:
     done = ichis("score", str(tmp_path / "nope.json"))
     assert (done.returncode, "Traceback" in done.stderr) == (3, False)

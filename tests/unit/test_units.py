@@ -74,6 +74,12 @@ def test_a_quantity_may_carry_code_or_text_or_both(
         ("%", None, "not a count per volume"),
         (None, "K", "unknown unit"),
         ("10.3/uL", None, "unknown unit"),  # UCUM for 30/uL: never what a lab meant
+        # 10⁹/L and 10³/µL with the superscript lost (Unicode NFKC, feeds that drop formatting):
+        # UCUM reads a factor of 109 or 103, a count ten million times too small.
+        (None, "109/L", "unknown unit"),
+        (None, "103/μL", "unknown unit"),
+        (None, "10 9/L", "unknown unit"),
+        ("103/uL", None, "unknown unit"),
         ("10*3/uL", "/uL", "disagree"),
         (None, None, "no unit"),
         (None, "  ", "no unit"),
@@ -129,3 +135,9 @@ def test_lower_case_is_not_folded_into_a_count() -> None:
     """g/l is grams per litre: no alias turns it into G/L."""
     with pytest.raises(UnitError, match="not a count per volume"):
         UNITS.to_per_uL(Decimal(1), None, None, "g/l")
+
+
+def test_factors_that_are_powers_of_ten_are_read() -> None:
+    """UCUM's integer factors stay readable where a laboratory writes them: 1000/uL, /100{WBCs}."""
+    assert UNITS.to_per_uL(Decimal("9.5"), None, None, "1000/uL") == Decimal("9500")
+    assert UNITS.to_percent(Decimal("1.2"), "/100{WBCs}", UCUM_SYSTEM, None) == Decimal("1.2")
