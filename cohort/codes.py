@@ -66,6 +66,8 @@ HISTOLOGY: dict[Code, str] = {
 }
 #: The paper's two histology groups.
 SQUAMOUS_DETAILS = frozenset({"squamous"})
+#: Details that name no histology type; a specific one wins over them whatever their dates.
+UNSPECIFIED_DETAILS = frozenset({"nsclc_nos"})
 HISTOLOGY_GROUPS = ("SqCC", "Non-SqCC")
 
 #: mCODE CancerDiseaseStatus: LOINC 97509-4 "Cancer disease progression" (STU3; 88040-1 "Response to
@@ -80,6 +82,8 @@ SYNTHETIC_TAG: Code = ("http://terminology.hl7.org/CodeSystem/v3-ActReason", "HT
 #: entered-in-error; MedicationRequest.status cancelled, entered-in-error and draft (never signed).
 #: https://hl7.org/fhir/R4/valueset-medication-admin-status.html, valueset-medicationrequest-status.html
 VOID_DOSE_STATUSES: tuple[str, ...] = ("entered-in-error", "not-done", "cancelled", "draft")
+#: Observation statuses that are not results (https://hl7.org/fhir/R4/valueset-observation-status.html).
+VOID_RESULT_STATUSES: tuple[str, ...] = ("entered-in-error", "cancelled", "registered")
 #: MedicationRequest.intent values that are not orders (a proposal, a plan, an option of a set).
 #: https://hl7.org/fhir/R4/valueset-medicationrequest-intent.html
 NOT_ORDER_INTENTS: tuple[str, ...] = ("proposal", "plan", "option")

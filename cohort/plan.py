@@ -55,7 +55,14 @@ OBSERVATION: dict[str, Any] = {
     "effectivePeriod": {"start": _STR, "end": _STR},
     "hasMember": [_REFERENCE],
     "valueCodeableConcept": _CODINGS,
-    "valueDateTime": _STR,
+}
+#: What the last-contact query reads of every Observation.
+CONTACT: dict[str, Any] = {
+    "subject": _REFERENCE,
+    "status": _STR,
+    "effectiveDateTime": _STR,
+    "effectiveInstant": _STR,
+    "effectivePeriod": {"start": _STR},
 }
 CONDITION: dict[str, Any] = {"subject": _REFERENCE, "code": _CODINGS}
 ADMINISTRATION: dict[str, Any] = {
@@ -275,6 +282,9 @@ def _drug_pattern(definition: CohortDefinition) -> str:
     words = {code.lower() for _, code in definition.drug_codes()} | {
         name.lower() for name in definition.drug_names()
     }
+    # The line is raw JSON: a name outside ASCII may be written as \u escapes ("키트루다" as
+    # "\ud0a4..."), which lower() leaves in lower-case hex, as json.dumps writes them.
+    words |= {json.dumps(w)[1:-1] for w in words if not w.isascii()}
     return "|".join(re.escape(w) for w in sorted(words))
 
 
@@ -283,14 +293,14 @@ def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
 
     All of them, not the first few: a premedication whose note names the drug mentions it too, and
     only Python's drug table can tell the two apart (it stops parsing at the first confirmed day).
+    Administrations after the cut-off or not done are kept too: they say that a patient's
+    administrations are recorded, so an order alone is no dose (records.first_dose).
 
     Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line.
     """
     d = dialect
     pattern = _drug_pattern(definition)
-    void = ", ".join(d.literal(s) for s in codes.VOID_DOSE_STATUSES)
     not_orders = ", ".join(d.literal(s) for s in codes.NOT_ORDER_INTENTS)
-    cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     return f"""
 WITH med AS (
   SELECT r.id AS id, line AS med_line
@@ -314,9 +324,8 @@ candidates AS (
   SELECT o.patient, o.source, o.t, o.line, m.med_line, {_date("o.t")} AS day
   FROM orders o LEFT JOIN med m ON {_reference_id("o.medref", "Medication")} = m.id
   WHERE o.patient IS NOT NULL
-    AND coalesce(o.status, '') NOT IN ({void})
+    AND coalesce(o.status, '') <> 'entered-in-error'
     AND coalesce(o.intent, '') NOT IN ({not_orders})
-    AND {_date("o.t")} <= {cutoff}
     AND ({d.matches("lower(o.line)", pattern)} OR m.id IS NOT NULL)
 )
 SELECT patient, source, t, line, med_line FROM candidates
@@ -351,7 +360,6 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     d = dialect
     before, after = definition.lab_window_days
     ecog_days = definition.ecog_window_days + 1
-    cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     lab = definition.lab_codes()
     events = _event_rules(definition, d)
     covariates = sorted(definition.pdl1_codes | definition.smoking_codes)
@@ -365,16 +373,14 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     ]
     end = d.ident("end")
     # An Observation's day is the first of its times that reads as a date (records.window_day).
-    # An event is dated by its value when that is a dateTime (a registry's date of death entered
-    # later), else by its time, as records._event_days does. Each date is parsed on its own, so a
-    # malformed first one never hides a usable later one: a superset of what Python reads.
+    # Each date is parsed on its own, so a malformed first one never hides a usable later one: a
+    # superset of what Python reads. Events are kept at any date: a registry dates a death by its
+    # value, entered weeks later, perhaps only to the month ("2023-05"), and Python decides.
     times = ("effectiveDateTime", "effectiveInstant", "effectivePeriod.start", f"effectivePeriod.{end}")
     day = ", ".join(_date(f"r.{path}") for path in times)
-    event_day = ", ".join(_date(f"r.{path}") for path in ("valueDateTime", *times[:3]))
     return f"""
 WITH obs AS (
   SELECT {_patient("r.subject.reference")} AS patient, coalesce({day}) AS day,
-         coalesce({event_day}) AS event_day,
          {d.coding_keys("r.code.coding")} AS keys, r.component AS component, r.hasMember IS NOT NULL AS panel,
          r.valueCodeableConcept.coding AS answers, line
   FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
@@ -395,7 +401,7 @@ WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {before} AND c.dose_date + 
        AND (o.panel OR {d.keys_in("o.keys", lab)} OR {d.component_codes_in("o.component", lab)}))
    OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.keys_in("o.keys", ecog)})
    OR (o.day <= c.dose_date + 1 AND {d.keys_in("o.keys", covariates)})
-   OR (o.event_day <= {cutoff} + 1 AND {events})
+   OR {events}
 UNION ALL
 SELECT c.patient, 'Condition' AS kind, x.line
 FROM conditions x JOIN cohort_patients c ON x.patient = c.patient
@@ -416,15 +422,20 @@ def last_contacts(definition: CohortDefinition, dialect: Dialect) -> str:
     d = dialect
     cutoff = f"DATE '{definition.cutoff.isoformat()}'"
     effective = "coalesce(r.effectiveDateTime, r.effectiveInstant, r.effectivePeriod.start)"
+    # A result withdrawn, or an administration not given, is no contact with the patient.
+    void_results = ", ".join(d.literal(s) for s in codes.VOID_RESULT_STATUSES)
+    void_doses = ", ".join(d.literal(s) for s in codes.VOID_DOSE_STATUSES)
     return f"""
 WITH dated AS (
   SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day
-  FROM (SELECT {d.from_json("line", OBSERVATION)} AS r FROM {view_of("Observation")} WHERE {_nonblank()})
+  FROM (SELECT {d.from_json("line", CONTACT)} AS r FROM {view_of("Observation")} WHERE {_nonblank()})
+  WHERE coalesce(r.status, '') NOT IN ({void_results})
   UNION ALL
   SELECT {_patient("r.subject.reference")} AS patient,
          {_date("coalesce(r.effectiveDateTime, r.effectivePeriod.start)")} AS day
   FROM (SELECT {d.from_json("line", ADMINISTRATION)} AS r
         FROM {view_of("MedicationAdministration")} WHERE {_nonblank()})
+  WHERE coalesce(r.status, '') NOT IN ({void_doses})
 )
 SELECT c.patient, max(x.day) AS day
 FROM dated x JOIN cohort_patients c ON x.patient = c.patient

@@ -8,6 +8,7 @@ This module adds only what the service does not need: the first dose, covariates
 from __future__ import annotations
 
 import re
+from calendar import monthrange
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,9 +27,10 @@ from ichis.measurement import plain
 from ichis.score import Part
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MONTH = re.compile(r"[0-9]{4}-[0-9]{2}")
+_YEAR = re.compile(r"[0-9]{4}")
 
-#: Observation statuses that are not results (https://hl7.org/fhir/R4/valueset-observation-status.html).
-_VOID_OBSERVATION = frozenset({"entered-in-error", "cancelled", "registered"})
+_VOID_OBSERVATION = frozenset(codes.VOID_RESULT_STATUSES)
 #: Condition verification statuses that withdraw a diagnosis.
 _VOID_CONDITION = frozenset({"refuted", "entered-in-error"})
 
@@ -153,51 +155,79 @@ def _may_be_dose(resource: Resource) -> bool:
     return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
 
 
-def _confirm(patient: str, candidate: DoseCandidate, definition: CohortDefinition) -> FirstDose | None:
-    """The candidate as a checkpoint-inhibitor dose if the drug table recognises its drug."""
+def _is_record(resource: Resource) -> bool:
+    """A record that the drug was given, ordered or meant and not given (not-done): anything but a
+    record withdrawn as an error, a request that is no order (a plan, a proposal), or one that
+    forbids the drug."""
+    status, intent = resource.get("status"), resource.get("intent")
+    if status == "entered-in-error" or resource.get("doNotPerform") is True:
+        # doNotPerform is a modifier: the request forbids the drug (https://hl7.org/fhir/R4/
+        # medicationrequest-definitions.html#MedicationRequest.doNotPerform).
+        return False
+    return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
+
+
+def _confirm(
+    patient: str, candidate: DoseCandidate, definition: CohortDefinition
+) -> tuple[FirstDose | None, bool]:
+    """The candidate as a checkpoint-inhibitor dose on or before the cut-off, if it is one, and
+    whether it is a record of the drug at all (given or not, at any date)."""
     resource = loads(candidate.line)
-    if not isinstance(resource, dict) or not candidate.time or not _may_be_dose(resource):
-        return None
+    if not isinstance(resource, dict) or not _is_record(resource):
+        return None, False
     medication = loads(candidate.medication_line) if candidate.medication_line else None
     hit = None
     for codeable in _medication_codeables(resource, medication):
         if hit := definition.drugs.match_codeable(codeable):
             break
     if hit is None:
-        return None
+        return None, False
+    if not candidate.time or not _may_be_dose(resource):
+        return None, True
     try:
         when = parse_when(candidate.time, definition.mapping.naive_time_zone)
         day = date.fromisoformat(candidate.time[:10])
     except (TimeFormatError, ValueError):
-        return None
+        return None, True
+    if day > definition.cutoff:
+        return None, True
     drug = definition.drugs.drugs[hit[0]]
     # A date without a time stands for its whole day; its start is the only instant surely not
     # after the dose, so results of that day cannot count as baseline (as in the service).
-    return FirstDose(
+    dose = FirstDose(
         patient, when.earliest, day, candidate.time, drug.name, drug.target, reference_of(resource), hit[1]
     )
+    return dose, True
 
 
 def first_dose(
     patient: str, candidates: Iterable[DoseCandidate], definition: CohortDefinition
 ) -> FirstDose | None:
-    """The earliest confirmed checkpoint-inhibitor administration, else order, of one patient.
+    """The earliest checkpoint-inhibitor administration on or before the cut-off, else order.
 
-    Candidates come in date order per source; once one is confirmed only others of the same day can
-    be earlier (by their time of day), so the rest are not parsed.
+    Sources are read in the configured order, and a patient with any record of the drug in one
+    source is judged by that source alone: an order is no dose for a patient whose administrations
+    are recorded, all after the cut-off or not done. Candidates come in date order per source; once
+    one is confirmed only others of the same day can be earlier (by their time of day), so the rest
+    are not parsed.
     """
     by_source: dict[str, list[DoseCandidate]] = {}
     for candidate in candidates:
         by_source.setdefault(candidate.source, []).append(candidate)
     for source in definition.dose_sources:
         confirmed: list[FirstDose] = []
+        recorded = False
         for candidate in sorted(by_source.get(source, []), key=lambda c: c.time or ""):
             if confirmed and (candidate.time or "")[:10] != confirmed[0].time_as_sent[:10]:
                 break
-            if found := _confirm(patient, candidate, definition):
+            found, is_record = _confirm(patient, candidate, definition)
+            recorded = recorded or is_record
+            if found:
                 confirmed.append(found)
         if confirmed:
             return min(confirmed, key=lambda d: (d.at, d.reference))
+        if recorded:
+            return None
     return None
 
 
@@ -210,6 +240,49 @@ def _day(text: Any) -> date | None:
         return date.fromisoformat(text[:10])
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class EventDate:
+    """The days an event may have happened on, as its record was written: one day, or a whole month
+    or year when the record says no more ("2023-05", which FHIR allows and registries send)."""
+
+    first: date
+    last: date
+    text: str
+
+    @property
+    def precise(self) -> bool:
+        return self.first == self.last
+
+    @classmethod
+    def on(cls, day: date) -> EventDate:
+        return cls(day, day, day.isoformat())
+
+
+def _span(text: Any) -> EventDate | None:
+    """A FHIR date or dateTime as the days it may denote; None when it is no such date."""
+    if not isinstance(text, str):
+        return None
+    if (day := _day(text)) is not None:
+        return EventDate(day, day, text)
+    try:
+        if _MONTH.fullmatch(text):
+            year, month = int(text[:4]), int(text[5:7])
+            return EventDate(date(year, month, 1), date(year, month, monthrange(year, month)[1]), text)
+        if _YEAR.fullmatch(text):
+            return EventDate(date(int(text), 1, 1), date(int(text), 12, 31), text)
+    except ValueError:
+        return None
+    return None
+
+
+def _observation_time(resource: Resource) -> Any:
+    """The Observation's time as sent: the first of effectiveDateTime, effectiveInstant and
+    effectivePeriod.start that is present."""
+    period = resource.get("effectivePeriod")
+    start = period.get("start") if isinstance(period, Mapping) else None
+    return resource.get("effectiveDateTime") or resource.get("effectiveInstant") or start
 
 
 def _observation_day(resource: Resource) -> date | None:
@@ -241,10 +314,14 @@ def _in_lab_window(observation: Resource, dose_day: date, definition: CohortDefi
     return -before <= (day - dose_day).days <= after
 
 
-def _condition_day(resource: Resource) -> date | None:
+def _condition_time(resource: Resource) -> Any:
     period = resource.get("onsetPeriod")
     start = period.get("start") if isinstance(period, Mapping) else None
-    return _day(resource.get("onsetDateTime") or start or resource.get("recordedDate"))
+    return resource.get("onsetDateTime") or start or resource.get("recordedDate")
+
+
+def _condition_day(resource: Resource) -> date | None:
+    return _day(_condition_time(resource))
 
 
 def _may_be_lab(observation: Resource, lab_codes: frozenset[Code]) -> bool:
@@ -346,9 +423,10 @@ def _latest(items: Iterable[tuple[date, Any]]) -> Any:
     return ordered[-1][1] if ordered else None
 
 
-def _event_days(resources: Sequence[Resource], rules: Sequence[EventRule]) -> list[date]:
-    """Dates of resources that match an event rule (an Observation's valueDateTime, else its time)."""
-    days = []
+def _event_dates(resources: Sequence[Resource], rules: Sequence[EventRule]) -> list[EventDate]:
+    """When resources that match an event rule say it happened: an Observation's valueDateTime,
+    else its time; a Condition's onset, else its recorded date. A month or a year is kept as such."""
+    found = []
     for resource in resources:
         if _is_void(resource):
             continue
@@ -361,32 +439,34 @@ def _event_days(resources: Sequence[Resource], rules: Sequence[EventRule]) -> li
             ):
                 continue
             if rule.resource == "Observation":
-                day = _day(resource.get("valueDateTime")) or _observation_day(resource)
+                when = _span(resource.get("valueDateTime")) or _span(_observation_time(resource))
             else:
-                day = _condition_day(resource)
-            if day is not None:
-                days.append(day)
-    return days
+                when = _span(_condition_time(resource))
+            if when is not None:
+                found.append(when)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
 class Survival:
-    """Times (days from the first dose) and events of one patient."""
+    """Times (days from the first dose) and events of one patient; None where the records cannot
+    give them (``notes`` says why)."""
 
     progression: date | None
     death: date | None
     end: date
-    pfs_days: int
-    pfs_event: int
+    pfs_days: int | None
+    pfs_event: int | None
     os_days: int | None
     os_event: int | None
+    notes: tuple[str, ...] = ()
 
 
 def survival(
     dose_day: date,
     *,
-    deaths: Sequence[date],
-    progressions: Sequence[date],
+    deaths: Sequence[EventDate],
+    progressions: Sequence[EventDate],
     end: date,
     death_date_unknown: bool = False,
 ) -> Survival:
@@ -394,19 +474,73 @@ def survival(
 
     Progression counts from the day after the first dose (a scan on the day of the dose is the
     progression that led to it); death counts from the day of the dose. Events after ``end`` are
-    not known at the cut-off. A death without a date leaves OS unknown.
+    not known at the cut-off. A time is never guessed: when the first event may have happened on
+    any day of a month or a year, or the death has no date (``death_date_unknown``, or a date
+    before the first dose), the endpoint it ends is unknown rather than censored.
     """
-    death = min((d for d in deaths if dose_day <= d <= end), default=None)
-    progression = min((d for d in progressions if dose_day < d <= end), default=None)
-    first = min((d for d in (progression, death) if d is not None), default=None)
-    pfs_days, pfs_event = ((first - dose_day).days, 1) if first else ((end - dose_day).days, 0)
+    notes: list[str] = []
+    # Records whose days reach into the follow-up: [dose, end] for death, (dose, end] for progression.
+    death_records = [d for d in deaths if d.last >= dose_day and d.first <= end]
+    progression_records = [p for p in progressions if p.last > dose_day and p.first <= end]
+    progression = min((p.first for p in progression_records if p.precise), default=None)
+    death = min((d.first for d in death_records if d.precise), default=None)
+    early = [d for d in deaths if d.last < dose_day]
+    if early:
+        shown = min(early, key=lambda d: d.first).text
+        if death_records or any(d.first > end for d in deaths):
+            notes.append(f"a death dated {shown} before the first dose was ignored")
+        else:
+            # Recorded dead, on a day that cannot be: no longer at risk, from a day no record gives.
+            notes.append(f"a death dated {shown} before the first dose: the day of death is not known")
+            death_date_unknown = True
+    # A month or year that holds the known day is the same event, less precisely recorded; one
+    # wholly before it may be an earlier event.
+    vague_deaths = [d for d in death_records if not d.precise and (death is None or d.last < death)]
+    if vague_deaths:
+        shown = ", ".join(sorted({d.text for d in vague_deaths}))
+        notes.append(f"death recorded only as {shown}: the day is not known, OS unknown")
+        death, death_date_unknown = None, True
+    if death is not None:
+        death_date_unknown = False
+    vague_progressions = [
+        p for p in progression_records if not p.precise and (progression is None or p.last < progression)
+    ]
+    # PFS ends at the first event. It is unknown when an event of unknown day may come first: a
+    # progression known only by its month or year, or a death without a day (which cannot precede a
+    # known progression: the patient was alive at it).
+    known = [day for day in (progression, death) if day is not None]
+    first = min(known, default=None)
+    bounds = [max(p.first, date.fromordinal(dose_day.toordinal() + 1)) for p in vague_progressions]
+    if death_date_unknown:
+        bounds.append(max(dose_day, progression) if progression else dose_day)
+    pfs_unknown = any(first is None or bound < first for bound in bounds)
+    if vague_progressions and pfs_unknown:
+        shown = ", ".join(sorted({p.text for p in vague_progressions}))
+        notes.append(f"progression recorded only as {shown}: the day is not known, PFS unknown")
+    elif pfs_unknown:
+        notes.append("the day of death is not known and no progression came before it: PFS unknown")
+    if pfs_unknown:
+        pfs_days, pfs_event = None, None
+    elif first is not None:
+        pfs_days, pfs_event = (first - dose_day).days, 1
+    else:
+        pfs_days, pfs_event = (end - dose_day).days, 0
     if death is not None:
         os_days, os_event = (death - dose_day).days, 1
     elif death_date_unknown:
-        return Survival(progression, None, end, pfs_days, pfs_event, None, None)
+        os_days, os_event = None, None
     else:
         os_days, os_event = (end - dose_day).days, 0
-    return Survival(progression, death, end, pfs_days, pfs_event, os_days, os_event)
+    return Survival(
+        None if vague_progressions and pfs_unknown else progression,
+        death,
+        end,
+        pfs_days,
+        pfs_event,
+        os_days,
+        os_event,
+        tuple(notes),
+    )
 
 
 def _synthetic(resource: Resource | None) -> bool:
@@ -478,8 +612,14 @@ def patient_row(
     if patient is not None:
         gender = patient.get("gender")
         row["sex"] = gender if isinstance(gender, str) else None
-        birth = _day(patient.get("birthDate"))
-        row["age_years"] = age_in_years(birth, dose.day) if birth else None
+        birth = _span(patient.get("birthDate"))
+        if birth is not None:
+            # A birth year or month (FHIR allows both) gives the age when every day of it does.
+            youngest, oldest = age_in_years(birth.last, dose.day), age_in_years(birth.first, dose.day)
+            if youngest == oldest:
+                row["age_years"] = youngest
+            else:
+                notes.append(f"birthDate {birth.text} gives an age of {youngest} or {oldest}: age unknown")
     # Only Observations that carry a covariate code are looked at again below.
     covariate_codes = definition.ecog_codes | definition.pdl1_codes | definition.smoking_codes
     usable = [o for o in observations if _has_code(o, covariate_codes) and not _is_void(o)]
@@ -510,14 +650,17 @@ def patient_row(
         and day <= dose.day
         and (status := _smoking(o)) is not None
     )
-    details = {
-        definition.histology[c]: _condition_day(condition) or date.min
-        for condition in conditions
-        for c in _codings(condition.get("code"))
-        if c in definition.histology
-    }
+    details: dict[str, date] = {}
+    for condition in conditions:
+        day = _condition_day(condition) or date.min
+        for coding in _codings(condition.get("code")):
+            if (found := definition.histology.get(coding)) is not None:
+                details[found] = max(day, details.get(found, date.min))
     if details:
-        detail = max(details, key=lambda k: (details[k], k))
+        # The latest specific histology: a later staging code that says only "NSCLC" does not
+        # undo an earlier squamous or adenocarcinoma diagnosis.
+        specific = {k: v for k, v in details.items() if k not in codes.UNSPECIFIED_DETAILS} or details
+        detail = max(specific, key=lambda k: (specific[k], k))
         row["histology_detail"] = detail
         row["histology"] = "SqCC" if detail in codes.SQUAMOUS_DETAILS else "Non-SqCC"
         if len(details) > 1:
@@ -527,28 +670,25 @@ def patient_row(
         c for rule in definition.death_rules + definition.progression_rules for c in rule.codes
     )
     events = [r for r in observations + conditions if _has_code(r, event_codes)]
-    deaths = _event_days(events, definition.death_rules)
+    deaths = _event_dates(events, definition.death_rules)
     unknown_death = False
     if patient is not None and definition.death_from_patient:
-        deceased = _day(patient.get("deceasedDateTime"))
+        deceased = _span(patient.get("deceasedDateTime"))
         if deceased is not None:
             deaths.append(deceased)
         elif patient.get("deceasedBoolean") is True and not deaths:
             unknown_death = True
             notes.append("Patient.deceasedBoolean is true without a date: OS is unknown")
-    early = [d for d in deaths if d < dose.day]
-    if early:
-        notes.append(f"a death dated {min(early).isoformat()} before the first dose was ignored")
+    progressions = _event_dates(events, definition.progression_rules)
     end = definition.cutoff
     if definition.follow_up == "last-contact":
-        end = max(d for d in (last_contact, dose.day, *[d for d in deaths if d <= definition.cutoff]) if d)
+        # A recorded event is contact too: the patient was seen progressing, or known to have died.
+        seen = [e.first for e in deaths + progressions if e.precise and e.first <= definition.cutoff]
+        end = max(d for d in (last_contact, dose.day, *seen) if d)
     times = survival(
-        dose.day,
-        deaths=deaths,
-        progressions=_event_days(events, definition.progression_rules),
-        end=end,
-        death_date_unknown=unknown_death,
+        dose.day, deaths=deaths, progressions=progressions, end=end, death_date_unknown=unknown_death
     )
+    notes += times.notes
     row.update(
         progression_date=times.progression,
         death_date=times.death,

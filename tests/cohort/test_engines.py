@@ -241,3 +241,79 @@ def test_a_file_that_starts_with_a_byte_order_mark_is_read_without_it_by_both_en
     assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis"]) for r in rows] == [("9500", "90", 2)]
     assert sorted(summary.bom_files) == ["MedicationAdministration.ndjson", "Observation.ndjson.gz"]
     assert table(spark, tmp_path, definition) == rows
+
+
+def test_last_contact_follow_up_counts_events_and_skips_withdrawn_records_on_both_engines(
+    tmp_path: Path, spark: SparkEngine
+) -> None:
+    """With follow_up = "last-contact": a recorded progression is contact (so it is counted as an
+    event, not left beyond the end of follow-up); a result entered in error and an administration
+    not done are no contact."""
+    from cohort.definition import load_definition
+    from tests.cohort.conftest import CUTOFF
+
+    site = {
+        "cohort": {
+            "follow_up": "last-contact",
+            "progression": {
+                "rules": [{"resource": "Condition", "codes": [{"system": "urn:x", "code": "PD"}]}]
+            },
+        }
+    }
+    definition = load_definition(site, CUTOFF)
+    patient = "Patient/p"
+    given = administration("a", patient, "2023-02-01T10:00:00+09:00", **rxnorm("1547545"))
+    skipped = administration(
+        "b", patient, "2023-07-01T10:00:00+09:00", status="not-done", **rxnorm("1547545")
+    )
+    seen = count("n", patient, "751-8", "9.5", "10*3/uL", when="2023-03-01T08:00:00+09:00")
+    withdrawn = count("w", patient, "751-8", "9.5", "10*3/uL", when="2023-06-10T08:00:00+09:00") | {
+        "status": "entered-in-error"
+    }
+    progression = {
+        "resourceType": "Condition",
+        "id": "pd",
+        "subject": {"reference": patient},
+        "code": {"coding": [{"system": "urn:x", "code": "PD"}]},
+        "onsetDateTime": "2023-05-01",
+    }
+    (tmp_path / "MedicationAdministration.ndjson").write_text(
+        "".join(json.dumps(r) + "\n" for r in (given, skipped)), encoding="utf-8"
+    )
+    (tmp_path / "Observation.ndjson").write_text(
+        "".join(json.dumps(r, default=float) + "\n" for r in (seen, withdrawn)), encoding="utf-8"
+    )
+    (tmp_path / "Condition.ndjson").write_text(json.dumps(progression) + "\n", encoding="utf-8")
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    (row,) = rows
+    assert (row["follow_up_end"], row["pfs_days"], row["pfs_event"], row["os_days"], row["os_event"]) == (
+        date(2023, 5, 1),
+        89,
+        1,
+        89,
+        0,
+    )
+    assert table(spark, tmp_path, definition) == rows
+
+
+def test_a_drug_name_outside_ascii_is_found_when_the_json_escapes_it(
+    tmp_path: Path, spark: SparkEngine
+) -> None:
+    """A site names its drugs in its language; exports may write them as \\u escapes, and the
+    engines' text pre-filter reads raw lines."""
+    from cohort.definition import load_definition
+    from tests.cohort.conftest import CUTOFF
+
+    site = {"checkpoint_inhibitors": {"pembrolizumab": {"names": ["키트루다"]}}}
+    definition = load_definition(site, CUTOFF)
+    given = administration(
+        "a", "Patient/p", "2023-02-01T10:00:00+09:00", medicationCodeableConcept={"text": "키트루다 200mg"}
+    )
+    line = json.dumps(given)  # ensure_ascii: the name is written as \uXXXX escapes
+    assert "\\ud0a4" in line
+    (tmp_path / "MedicationAdministration.ndjson").write_text(line + "\n", encoding="utf-8")
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    assert [(r["patient_id"], r["ici_agent"]) for r in rows] == [("p", "pembrolizumab")]
+    assert table(spark, tmp_path, definition) == rows

@@ -179,6 +179,51 @@ def late_records() -> list[dict[str, Any]]:
         disease_status(
             "edge-early-pd", early, "271299001", effectivePeriod={"start": "2022-09-01T09:00:00+09:00"}
         ),
+        # A registry death known only by its month, entered after the cut-off, and a progression
+        # known only by its month: kept by the engines, and neither time is guessed.
+        {"resourceType": "Patient", "id": "edge-month", "gender": "male", "birthDate": "1951-06"},
+        administration(
+            "edge-month-1", "Patient/edge-month", "2022-10-04T09:00:00+09:00", **rxnorm("1547545")
+        ),
+        registry_death(
+            "edge-month-death",
+            "Patient/edge-month",
+            effectiveDateTime="2023-09-15T10:00:00+09:00",
+            valueDateTime="2023-05",
+        ),
+        disease_status("edge-month-pd", "Patient/edge-month", "271299001", effectiveDateTime="2023-02"),
+        # An order signed before the cut-off, given only after it; an order whose administration
+        # was not done. Neither patient had a first dose by the cut-off.
+        {"resourceType": "Patient", "id": "edge-given-late", "gender": "male", "birthDate": "1950-01-01"},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "edge-given-late-order",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/edge-given-late"},
+            "authoredOn": "2023-08-25T09:00:00+09:00",
+            **rxnorm("1547545"),
+        },
+        administration(
+            "edge-given-late-1", "Patient/edge-given-late", "2023-09-04T09:00:00+09:00", **rxnorm("1547545")
+        ),
+        {"resourceType": "Patient", "id": "edge-not-done", "gender": "female", "birthDate": "1950-01-01"},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "edge-not-done-order",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/edge-not-done"},
+            "authoredOn": "2023-03-01T09:00:00+09:00",
+            **rxnorm("1547545"),
+        },
+        administration(
+            "edge-not-done-1",
+            "Patient/edge-not-done",
+            "2023-03-02T09:00:00+09:00",
+            status="not-done",
+            **rxnorm("1547545"),
+        ),
         # Covariates and labs exactly on and just beyond the edges of their windows, a lab with a
         # date only, one day after the dose, and a newer sample after the first dose.
         {"resourceType": "Patient", "id": "edge-window", "gender": "female", "birthDate": "1958-03-02"},
@@ -316,8 +361,9 @@ def test_a_registry_death_counts_by_its_value_date_even_when_entered_after_the_c
     rows = duckdb_rows
     late, early, edges = rows["edge-late"], rows["edge-early"], rows["edge-window"]
     assert (late["death_date"], late["os_days"], late["os_event"]) == (date(2023, 8, 20), 475, 1)
-    assert "a death dated 2021-02-03 before the first dose was ignored" in (early["notes"] or "")
-    assert (early["progression_date"], early["pfs_event"]) == (date(2022, 9, 1), 1)
+    # Recorded dead on a day before the dose: OS unknown; the progression still ends PFS.
+    assert "a death dated 2021-02-03T10:00:00+09:00 before the first dose" in (early["notes"] or "")
+    assert (early["progression_date"], early["pfs_event"], early["os_event"]) == (date(2022, 9, 1), 1, None)
     assert (edges["ecog"], edges["progression_date"]) == (1, date(2023, 8, 31))
     assert "edge-window-n-slash" in edges["baseline_reasons"]
     assert "edge-window-n-short" in edges["baseline_reasons"]
@@ -338,3 +384,26 @@ def test_premedications_that_mention_the_drug_do_not_hide_the_first_dose(
     assert (medref["first_ici_date"], medref["ici_agent"]) == (date(2022, 9, 5), "atezolizumab")
     assert rows["edge-plan"]["ici_source"] == "MedicationRequest/edge-plan-2"
     assert (rows["edge-zones"]["ichis"], rows["edge-zones"]["ig_per_uL"]) == (2, "100")
+
+
+def test_events_known_only_by_their_month_are_kept_and_leave_their_endpoints_unknown(
+    duckdb_rows: dict[str, dict[str, Any]],
+) -> None:
+    month = duckdb_rows["edge-month"]
+    assert (month["pfs_days"], month["pfs_event"], month["os_days"], month["os_event"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert "death recorded only as 2023-05" in month["notes"]
+    assert "progression recorded only as 2023-02" in month["notes"]
+    assert month["age_years"] == 71  # born June 1951, first dose October 2022
+
+
+def test_an_order_is_no_first_dose_when_the_administrations_say_otherwise(
+    duckdb_rows: dict[str, dict[str, Any]],
+) -> None:
+    """Given only after the cut-off, or not done: no first dose by the cut-off, so no row."""
+    assert "edge-given-late" not in duckdb_rows
+    assert "edge-not-done" not in duckdb_rows

@@ -12,7 +12,9 @@ import pytest
 from cohort.definition import CohortDefinition, load_definition
 from cohort.records import (
     DoseCandidate,
+    EventDate,
     FirstDose,
+    _span,
     age_in_years,
     ecog_value,
     first_dose,
@@ -53,21 +55,78 @@ def dose(at: str = "2022-03-02T10:30:00+09:00") -> FirstDose:
         ([], [D0], (547, 0, 547, 0)),  # a scan on the day of the dose is the progression that led to it
         ([D0], [], (0, 1, 0, 1)),  # death on the day of the dose counts
         ([date(2024, 1, 1)], [date(2023, 12, 1)], (547, 0, 547, 0)),  # events after the cut-off are unknown
-        ([date(2021, 1, 1)], [], (547, 0, 547, 0)),  # a death before the dose is a data error, not an event
+        # A death before the dose is a data error: no event, and no longer at risk from a day unknown.
+        ([date(2021, 1, 1)], [], (None, None, None, None)),
+        ([date(2021, 1, 1)], [date(2022, 5, 1)], (60, 1, None, None)),
     ],
 )
 def test_survival_times_follow_the_paper_definitions(
-    deaths: list[date], progressions: list[date], expected: tuple[int, int, int, int]
+    deaths: list[date], progressions: list[date], expected: tuple[int | None, ...]
 ) -> None:
     """PFS ends at progression or death, OS at death, both censored at the end of follow-up."""
-    times = survival(D0, deaths=deaths, progressions=progressions, end=CUTOFF)
+    times = survival(
+        D0,
+        deaths=[EventDate.on(d) for d in deaths],
+        progressions=[EventDate.on(d) for d in progressions],
+        end=CUTOFF,
+    )
     assert expected == (times.pfs_days, times.pfs_event, times.os_days, times.os_event)
 
 
+def on(text: str) -> EventDate:
+    found = _span(text)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize(
+    ("deaths", "progressions", "expected"),
+    [
+        # (pfs_days, pfs_event, os_days, os_event): the dose is on 2022-03-02, the cut-off 2023-08-31.
+        # A death known only by its month cannot give a time: OS and PFS unknown, not censored.
+        (["2022-09"], [], (None, None, None, None)),
+        # ... but a progression on a known day before that month still ends PFS.
+        (["2022-09"], ["2022-05-01"], (60, 1, None, None)),
+        # A month-only death with the day given elsewhere: the day counts.
+        (["2022-09", "2022-09-14"], [], (196, 1, 196, 1)),
+        # A progression known only by its month: PFS unknown, OS still censored.
+        ([], ["2022-05"], (None, None, 547, 0)),
+        # ... unless a known death came first.
+        (["2022-04-20"], ["2022-05"], (49, 1, 49, 1)),
+        # ... or it is a later progression than one on a known day, or holds that day.
+        ([], ["2022-05-01", "2022-07"], (60, 1, 547, 0)),
+        ([], ["2022-05-01", "2022-05"], (60, 1, 547, 0)),
+        # A month wholly before a known day may be an earlier progression.
+        ([], ["2022-05", "2022-06-10"], (None, None, 547, 0)),
+        # A month that holds the day of the dose: before or after it, nobody knows.
+        ([], ["2022-03"], (None, None, 547, 0)),
+        # Months wholly before the dose or after the cut-off change nothing.
+        ([], ["2022-02", "2023-09"], (547, 0, 547, 0)),
+        # A year is a span too.
+        (["2023"], [], (None, None, None, None)),
+    ],
+)
+def test_an_event_dated_only_to_the_month_or_year_leaves_its_endpoint_unknown(
+    deaths: list[str], progressions: list[str], expected: tuple[int | None, ...]
+) -> None:
+    """Registries send dates as "2023-05" (FHIR allows it); a time is never guessed from them."""
+    times = survival(
+        D0, deaths=[on(d) for d in deaths], progressions=[on(p) for p in progressions], end=CUTOFF
+    )
+    assert expected == (times.pfs_days, times.pfs_event, times.os_days, times.os_event)
+    if None in expected:
+        assert times.notes
+
+
 def test_a_death_without_a_date_leaves_overall_survival_unknown() -> None:
-    """deceasedBoolean without a date cannot give a time, so OS stays empty rather than censored."""
+    """deceasedBoolean without a date cannot give a time, so OS stays empty rather than censored;
+    PFS too, unless a progression came first (the patient was alive at it)."""
     times = survival(D0, deaths=[], progressions=[], end=CUTOFF, death_date_unknown=True)
-    assert (times.os_days, times.os_event) == (None, None)
+    assert (times.pfs_days, times.pfs_event, times.os_days, times.os_event) == (None, None, None, None)
+    progressed = survival(
+        D0, deaths=[], progressions=[EventDate.on(date(2022, 5, 1))], end=CUTOFF, death_date_unknown=True
+    )
+    assert (progressed.pfs_days, progressed.pfs_event, progressed.os_days) == (60, 1, None)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +200,8 @@ def test_the_first_dose_is_the_earliest_confirmed_administration(definition: Coh
 def test_plans_proposals_drafts_and_withdrawn_orders_are_not_a_first_dose(
     definition: CohortDefinition,
 ) -> None:
-    """Without an administration the first signed order counts; a treatment plan made earlier does not."""
+    """Without an administration the first signed order counts; a treatment plan made earlier, or an
+    order not to give the drug (doNotPerform), does not."""
 
     def request(rid: str, authored: str, **fields: str) -> dict[str, Any]:
         body = {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order"}
@@ -156,6 +216,7 @@ def test_plans_proposals_drafts_and_withdrawn_orders_are_not_a_first_dose(
                 request("proposal", "2021-12-02T09:00:00+09:00", intent="proposal"),
                 request("draft", "2021-12-03T09:00:00+09:00", status="draft"),
                 request("withdrawn", "2021-12-04T09:00:00+09:00", status="entered-in-error"),
+                request("forbidden", "2021-12-05T09:00:00+09:00") | {"doNotPerform": True},
                 request("signed", "2022-01-10T09:00:00+09:00"),
             )
         ],
@@ -163,6 +224,60 @@ def test_plans_proposals_drafts_and_withdrawn_orders_are_not_a_first_dose(
     )
     assert found is not None
     assert found.reference == "MedicationRequest/signed"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        # Given only after the cut-off: the first dose is after it, so not in the cohort.
+        (administration("a1", "Patient/p1", "2024-01-04T10:00:00+09:00", **rxnorm("1547545")), None),
+        # Not done: the order was never given.
+        (
+            administration(
+                "a1", "Patient/p1", "2022-03-02T10:00:00+09:00", status="not-done", **rxnorm("1547545")
+            ),
+            None,
+        ),
+        # Given later, after one that was not done: that later one is the first dose.
+        (
+            administration(
+                "a1", "Patient/p1", "2022-03-02T10:00:00+09:00", status="completed", **rxnorm("1547545")
+            ),
+            "MedicationAdministration/a1",
+        ),
+        # Withdrawn as an error: as if never recorded, so the order counts.
+        (
+            administration(
+                "a1",
+                "Patient/p1",
+                "2022-03-02T10:00:00+09:00",
+                status="entered-in-error",
+                **rxnorm("1547545"),
+            ),
+            "MedicationRequest/r1",
+        ),
+        # Another drug: the patient's checkpoint-inhibitor administrations are not recorded.
+        (
+            administration("a1", "Patient/p1", "2022-03-02T10:00:00+09:00", **rxnorm("40048")),
+            "MedicationRequest/r1",
+        ),
+    ],
+)
+def test_an_order_is_a_first_dose_only_for_a_patient_without_recorded_administrations(
+    definition: CohortDefinition, given: dict[str, Any], expected: str | None
+) -> None:
+    """An order signed before the cut-off is no dose when the administrations say when (or that) it
+    was given: after the cut-off, or not at all."""
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "status": "active",
+        "intent": "order",
+        "authoredOn": "2022-03-01T09:00:00+09:00",
+        **rxnorm("1547545"),
+    }
+    found = first_dose("p1", [candidate(order), candidate(given)], definition)
+    assert (found.reference if found else None) == expected
 
 
 def test_a_referenced_medication_names_the_drug(definition: CohortDefinition) -> None:
@@ -316,6 +431,42 @@ def test_covariates_are_taken_at_the_first_dose(definition: CohortDefinition) ->
     assert expected == actual
 
 
+@pytest.mark.parametrize(
+    ("conditions", "detail"),
+    [
+        # Duplicated problem-list entries: the latest diagnosis wins, whatever the order sent.
+        (
+            [("254626006", "2022-01-01"), ("254634000", "2021-01-01"), ("254626006", "2019-01-01")],
+            "adenocarcinoma",
+        ),
+        ([("254626006", "2019-01-01"), ("254634000", "2021-01-01")], "squamous"),
+        # A later staging code that says only "NSCLC" does not undo the squamous diagnosis.
+        ([("254634000", "2021-01-10"), ("423121009", "2022-06-01")], "squamous"),
+        ([("423121009", "2022-06-01")], "nsclc_nos"),
+    ],
+)
+def test_histology_is_the_latest_specific_diagnosis(
+    definition: CohortDefinition, conditions: list[tuple[str, str]], detail: str
+) -> None:
+    lines = [
+        (
+            "Condition",
+            dumps(
+                {
+                    "resourceType": "Condition",
+                    "id": f"c{number}",
+                    "code": {"coding": [{"system": SNOMED, "code": code}]},
+                    "onsetDateTime": onset,
+                }
+            ),
+        )
+        for number, (code, onset) in enumerate(conditions)
+    ]
+    row = patient_row(dose(), lines, definition)
+    assert row is not None
+    assert row["histology_detail"] == detail
+
+
 def test_a_diagnosis_filter_leaves_out_patients_without_the_diagnosis() -> None:
     """With cohort.diagnosis_codes set, a patient without such a Condition has no row."""
     site = {"cohort": {"diagnosis_codes": [{"system": SNOMED, "code": "254637007"}]}}
@@ -337,3 +488,18 @@ def test_covariate_codes_configured_under_the_loinc_oid_match_data_coded_http_lo
     row = patient_row(dose(), [("Observation", dumps(ecog))], load_definition(site, CUTOFF))
     assert row is not None
     assert row["ecog"] == 1
+
+
+@pytest.mark.parametrize(
+    ("birth", "age", "noted"),
+    [("1950-03-02", 72, False), ("1950-07", 71, False), ("1950-02", 72, False), ("1950-03", None, True)],
+)
+def test_a_birth_month_gives_the_age_when_every_day_of_it_does(
+    definition: CohortDefinition, birth: str, age: int | None, noted: bool
+) -> None:
+    """The first dose is on 2022-03-02: born in July 1950 is 71 whatever the day, March 1950 is 71 or 72."""
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": birth}
+    row = patient_row(dose(), [("Patient", dumps(patient))], definition)
+    assert row is not None
+    assert row["age_years"] == age
+    assert ("birthDate" in (row["notes"] or "")) is noted
