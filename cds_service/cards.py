@@ -199,7 +199,8 @@ def build_card(assessment: Assessment, ctx: CardContext, lookback_days: int) -> 
     app_context = {
         "hookInstance": ctx.hook_instance,
         "patientId": ctx.patient_id,
-        "orders": [o.order for o in ctx.orders],
+        # One order may name two drugs (nivolumab + ipilimumab): each order once.
+        "orders": list(dict.fromkeys(o.order for o in ctx.orders)),
         "order": ctx.orders[0].order if ctx.orders else None,
         "at": ctx.at.isoformat(),
     }

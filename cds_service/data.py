@@ -152,10 +152,6 @@ def resolve(
             except FhirInputError as error:
                 failures.append(f"{key}: the FHIR server sent a malformed Bundle ({error})")
             except FhirClientError as error:
-                if key == "patient" and error.status == 404:
-                    resolved.values[key] = None  # a read that finds nothing: no data exists
-                    resolved.fetched.append(key)
-                    continue
                 failures.append(f"{key}: {error.detail}")
     if failures:
         raise DataUnavailable("could not obtain " + "; ".join(failures))

@@ -31,8 +31,8 @@ _DESCRIPTION = (
     "published for it (Kang et al. 2024). A prognostic research marker from one NSCLC cohort."
 )
 _USAGE = (
-    "Prefetch or FHIR access to Patient, Observation (blood count with differential) and Condition "
-    "of the patient. Orders without a checkpoint inhibitor receive no card."
+    "Prefetch or FHIR access to the patient's Observations (blood count with differential) and "
+    "Conditions. Orders without a checkpoint inhibitor receive no card."
 )
 
 SERVICES: tuple[ServiceDeclaration, ...] = (
@@ -67,8 +67,10 @@ def lab_codes(mapping: MappingConfig) -> list[str]:
 def prefetch_templates(mapping: MappingConfig, lab_count: int) -> dict[str, str]:
     """The prefetch templates; ``lab_count`` bounds the Observations per page (100 is about 16
     complete blood counts of the four concepts, several times the 14-day look-back)."""
+    # Only what the card reads: the score needs no Patient resource, and asking for one would cost
+    # a call and a wider scope, and a 412 where the EHR withholds it (CDS Hooks 2.0.1 asks for the
+    # minimum necessary).
     return {
-        "patient": "Patient/{{context.patientId}}",
         "labs": (
             "Observation?patient={{context.patientId}}&code="
             + ",".join(lab_codes(mapping))

@@ -78,7 +78,7 @@ def call_service(service_id: str) -> Response:
     runtime = _runtime()
     only = hook.selections if hook.hook == "order-select" else None
     orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only)
-    note(orders=[o.order for o in orders])
+    note(orders=list(dict.fromkeys(o.order for o in orders)))
     if not orders:
         note(outcome_text="no checkpoint-inhibitor order: no card")
         log.info("no checkpoint-inhibitor order", extra={"cards": 0})

@@ -22,6 +22,7 @@ from fhir_mappings.assessment import assess
 from fhir_mappings.bundles import loads
 from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
+from fhir_mappings.medications import medication_codeables
 from fhir_mappings.observations import Resource, items_of, reference_of
 from ichis.measurement import plain
 from ichis.score import Part
@@ -116,35 +117,13 @@ def _codings(codeable: Any) -> list[Code]:
 
 
 def _medication_codeables(resource: Resource, medication: Resource | None) -> list[Any]:
-    """What an order or administration says it gives: its concept, or the Medication it references.
-
-    Mirrors the MedicationRequest reading of ``fhir_mappings.medications`` for both resource types
-    (MedicationAdministration has the same ``medication[x]``), so ``DrugTable.match_codeable`` decides.
-    """
-    if "medicationCodeableConcept" in resource:
-        return [resource["medicationCodeableConcept"]]
+    """What an order or administration says it gives, read as the CDS service reads an order
+    (``fhir_mappings.medications.medication_codeables``); ``medication`` is the Medication the
+    engine joined to its reference."""
     ref = resource.get("medicationReference")
-    if not isinstance(ref, Mapping):
-        return []
-    target = ref.get("reference")
-    if isinstance(target, str) and target.startswith("#"):
-        # A contained Medication (https://hl7.org/fhir/R4/references.html#contained).
-        medication = next(
-            (
-                c
-                for c in items_of(resource, "contained")
-                if isinstance(c, Mapping) and f"#{c.get('id')}" == target
-            ),
-            None,
-        )
-    found: list[Any] = []
-    if isinstance(medication, Mapping):
-        found.append(medication.get("code"))
-        ingredients = items_of(medication, "ingredient")
-        found += [i.get("itemCodeableConcept") for i in ingredients if isinstance(i, Mapping)]
-    if isinstance(ref.get("display"), str):
-        found.append({"text": ref["display"]})
-    return found
+    target = ref.get("reference") if isinstance(ref, Mapping) else None
+    index = {target: medication} if isinstance(target, str) and isinstance(medication, Mapping) else {}
+    return medication_codeables(resource, index)
 
 
 def _may_be_dose(resource: Resource) -> bool:

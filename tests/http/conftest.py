@@ -44,7 +44,6 @@ def prefetch_for(patient_id: str, now: datetime = NOW) -> dict[str, Any]:
     for record in records:
         by_type.setdefault(record["resourceType"], []).append(record)
     prefetch = {
-        "patient": by_type["Patient"][0],
         "labs": searchset(by_type.get("Observation", [])),
         "conditions": searchset(by_type.get("Condition", [])),
     }

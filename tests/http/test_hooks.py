@@ -45,7 +45,7 @@ def test_discovery_lists_one_service_per_order_hook(client: FlaskClient) -> None
     for service in services:
         assert service["title"]
         assert service["description"]
-        assert set(service["prefetch"]) == {"patient", "labs", "conditions"}
+        assert set(service["prefetch"]) == {"labs", "conditions"}  # nothing the card does not read
 
 
 def test_prefetch_templates_use_only_cds_hooks_2_tokens(client: FlaskClient) -> None:
@@ -238,7 +238,7 @@ def test_an_absent_prefetch_without_fhir_server_is_412_naming_the_keys(client: F
     assert response.status_code == 412
     outcome = response.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
-    assert "conditions, labs, patient" in outcome["issue"][0]["diagnostics"]
+    assert "conditions, labs" in outcome["issue"][0]["diagnostics"]
 
 
 def test_an_operation_outcome_in_prefetch_is_fetched_again_or_412(client: FlaskClient) -> None:
@@ -381,3 +381,28 @@ def test_an_unknown_service_gets_404_and_a_wrong_method_405(client: FlaskClient)
 def test_the_order_time_is_the_clock_of_the_call(client: FlaskClient) -> None:
     card = card_of(post_hook(client, hook_body("ichis-demo-2")))
     assert json.loads(card["links"][0]["appContext"])["at"] == NOW.isoformat()
+
+
+# --- orders that are not, or not only, what they seem -----------------------------------------------
+
+
+def test_an_order_not_to_give_a_checkpoint_inhibitor_gets_no_card(client: FlaskClient) -> None:
+    order = medication_request("ici") | {"doNotPerform": True}
+    assert post_hook(client, hook_body(orders=[order])).get_json() == {"cards": []}
+
+
+def test_a_premedication_that_mentions_a_checkpoint_inhibitor_gets_no_card(client: FlaskClient) -> None:
+    order = medication_request("premed", "3264", "dexamethasone")
+    order["medicationCodeableConcept"]["text"] = "Dexamethasone 8 mg IV, premedication for Keytruda"
+    assert post_hook(client, hook_body(orders=[order])).get_json() == {"cards": []}
+
+
+def test_a_combination_in_one_order_gets_the_ctla4_note(client: FlaskClient) -> None:
+    order = medication_request("combo")
+    order["medicationCodeableConcept"] = {"text": "Nivolumab 3 mg/kg + Ipilimumab 1 mg/kg"}
+    card = card_of(post_hook(client, hook_body(orders=[order])))
+    assert "ipilimumab \\(CTLA\\-4\\)" in card["detail"]
+    assert "nivolumab \\(MedicationRequest/combo" in card["detail"]
+    # The app is told about the order once, though it names two drugs.
+    (link,) = card["links"]
+    assert json.loads(link["appContext"])["orders"] == ["MedicationRequest/combo"]

@@ -67,7 +67,6 @@ def test_fetched_and_prefetched_data_give_the_same_card(
     fetched = post_hook(client, body).get_json()["cards"][0]
     with requests.Session() as http:
         prefetch = {
-            "patient": http.get(f"{demo_fhir}/Patient/ichis-demo-2").json(),
             "labs": http.get(
                 f"{demo_fhir}/Observation", params={"patient": "ichis-demo-2", "_count": 100}
             ).json(),
@@ -81,7 +80,7 @@ def test_fetched_and_prefetched_data_give_the_same_card(
 
 def test_only_the_absent_keys_are_fetched(service: Callable[..., Flask], demo_fhir: str) -> None:
     client = service().test_client()
-    prefetch = {"patient": prefetch_for("ichis-demo-1")["patient"]}
+    prefetch = {"labs": prefetch_for("ichis-demo-1")["labs"]}
     assert card_summary(
         post_hook(client, hook_body("ichis-demo-1", prefetch=prefetch, fhir_server=demo_fhir))
     ).startswith("IChIS 1 of 2")
