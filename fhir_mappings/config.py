@@ -70,6 +70,9 @@ class MappingConfig:
     #: FHIR requires an offset on times; feeds that omit it are read in this zone (and said so).
     naive_time_zone: tzinfo = field(default_factory=lambda: ZoneInfo("UTC"))
     icis: IcisConfig | None = None
+    #: (system, code) of panels that may carry the values in components or members: asked for in
+    #: searches by code, never scored themselves.
+    panel_codes: tuple[tuple[str, str], ...] = ()
     _index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = field(init=False, repr=False, compare=False)
     _units: UnitNormaliser = field(init=False, repr=False, compare=False)
 
@@ -212,4 +215,17 @@ def load_mapping_config(site: Mapping[str, Any] | None = None) -> MappingConfig:
         accept_preliminary=bool(baseline.get("accept_preliminary", False)),
         naive_time_zone=zone,
         icis=_icis(site.get("icis")),
+        panel_codes=_panels(site.get("lab_panels", {})),
     )
+
+
+def _panels(site: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(site, dict) or not isinstance(site.get("codes", []), list):
+        raise ConfigurationError("[lab_panels] must hold codes = [{ system = ..., code = ... }]")
+    found: dict[tuple[str, str], None] = {}
+    for entry in [*_data("lab_codes.toml")["panels"]["codes"], *site.get("codes", [])]:
+        system, code = (entry.get("system"), entry.get("code")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(system, str) or not isinstance(code, str) or not system or not code:
+            raise ConfigurationError("lab_panels.codes: each entry needs a system and a code")
+        found[(system, code)] = None
+    return tuple(found)

@@ -224,3 +224,41 @@ def test_dumps_keeps_decimals_through_hapi(demo_fhir: str) -> None:
         obs = http.get(f"{demo_fhir}/Observation/ichis-demo-boundary-0-ig").json()
     assert obs["valueQuantity"]["value"] == 0.08
     assert dumps({"v": obs["valueQuantity"]["value"]}) == '{"v":0.08}'
+
+
+def test_a_blood_count_sent_as_one_panel_with_components_is_fetched(
+    service: Callable[..., Flask], demo_fhir: str
+) -> None:
+    """A search by code matches Observation.code only, not component codes: the service also asks
+    for the CBC panel codes, so a count sent as one 57021-8 panel with components is read."""
+    from datetime import UTC, datetime, timedelta
+
+    patient = "ichis-panel-only"
+    drawn = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="seconds")
+
+    def component(code: str, value: float, unit: str) -> dict[str, Any]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {
+                "value": value,
+                "unit": unit,
+                "system": "http://unitsofmeasure.org",
+                "code": unit,
+            },
+        }
+
+    panel = {
+        "resourceType": "Observation",
+        "id": f"{patient}-cbc",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": drawn,
+        "component": [component("751-8", 12.3, "10*3/uL"), component("53115-2", 0.15, "10*3/uL")],
+    }
+    with requests.Session() as http:
+        for resource in ({"resourceType": "Patient", "id": patient}, panel):
+            url = f"{demo_fhir}/{resource['resourceType']}/{resource['id']}"
+            http.put(url, json=resource, timeout=30).raise_for_status()
+    body = hook_body(patient, prefetch=None, fhir_server=demo_fhir)
+    assert card_summary(post_hook(service().test_client(), body)).startswith("IChIS 2 of 2")
