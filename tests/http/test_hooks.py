@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from fhir_mappings.config import ConfigurationError, load_mapping_config
 from sandbox import demo_data
 from tests.http.conftest import (
     CARBOPLATIN,
@@ -56,14 +57,24 @@ def test_prefetch_templates_use_only_cds_hooks_2_tokens(client: FlaskClient) -> 
 
 def test_the_lab_template_is_bounded_and_covers_the_sites_codes(make_app: Callable[..., Flask]) -> None:
     site = {
-        "lab_codes": {"immature_granulocytes": {"codes": [{"system": "http://lab.example", "code": "IG#"}]}}
+        "lab_codes": {"immature_granulocytes": {"codes": [{"system": "http://lab.example", "code": "IG#"}]}},
+        "lab_panels": {"codes": [{"system": "http://lab.example", "code": "CBC"}]},
     }
     labs = (
         make_app(site=site).test_client().get("/cds-services").get_json()["services"][0]["prefetch"]["labs"]
     )
     assert "http://loinc.org|751-8" in labs
     assert "http://lab.example|IG#" in labs
+    # Panels too: a search by code does not match the codes of their components.
+    assert "http://loinc.org|57021-8" in labs
+    assert "http://lab.example|CBC" in labs
     assert "_count=100" in labs
+
+
+@pytest.mark.parametrize("panels", [{"codes": [{"system": "http://lab.example"}]}, {"codes": "CBC"}, ["x"]])
+def test_a_malformed_panel_setting_is_refused(panels: Any) -> None:
+    with pytest.raises(ConfigurationError, match="lab_panels"):
+        load_mapping_config({"lab_panels": panels})
 
 
 # --- cards for each demo patient with full prefetch ----------------------------------------------
