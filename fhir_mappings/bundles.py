@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from fhir_mappings.observations import Resource
+from fhir_mappings.observations import Resource, canonical_reference
 
 
 class FhirInputError(ValueError):
@@ -133,7 +133,8 @@ def patients_of(entries: list[tuple[Resource, str | None]]) -> set[str]:
             subject = resource.get("subject")
             reference = subject.get("reference") if isinstance(subject, dict) else None
             if isinstance(reference, str) and reference:
-                subjects.add(reference)
+                # Patient/p1 and https://ehr.example/fhir/Patient/p1 are one patient.
+                subjects.add(canonical_reference(reference))
     return subjects
 
 
@@ -157,7 +158,7 @@ def only_patient(
         if resource.get("resourceType") == "Patient":
             if f"Patient/{resource.get('id')}" in names or (full_url and full_url in names):
                 kept.append((resource, full_url))
-        elif reference is None or reference in names:
+        elif reference is None or reference in names or canonical_reference(reference) in names:
             kept.append((resource, full_url))
     return kept
 

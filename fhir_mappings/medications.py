@@ -21,7 +21,16 @@ from importlib import resources
 from typing import Any
 
 from fhir_mappings.config import ConfigurationError
-from fhir_mappings.observations import Resource, codings, index_resources, items_of, reference_of, text_of
+from fhir_mappings.observations import (
+    Resource,
+    canonical_reference,
+    codings,
+    index_resources,
+    items_of,
+    lookup,
+    reference_of,
+    text_of,
+)
 
 #: MedicationRequest statuses that are not (or no longer) an order being placed.
 INACTIVE_ORDER_STATUSES = frozenset({"cancelled", "entered-in-error", "stopped", "completed"})
@@ -166,7 +175,7 @@ def medication_codeables(order: Resource, index: Mapping[str, Resource]) -> list
             None,
         )
     elif isinstance(target, str):
-        medication = index.get(target)
+        medication = lookup(index, target)
     found: list[Any] = []
     code = medication.get("code") if isinstance(medication, Mapping) else None
     if isinstance(medication, Mapping):
@@ -198,7 +207,8 @@ def find_checkpoint_orders(
     """
     entries = list(entries)
     index = index_resources(entries)
-    wanted = set(only) if only is not None else None
+    # Selections name orders as references: relative as in the spec's examples, or absolute.
+    wanted = {canonical_reference(s) for s in only} | set(only) if only is not None else None
     found = []
     for resource, full_url in entries:
         if not isinstance(resource, Mapping) or resource.get("resourceType") != "MedicationRequest":

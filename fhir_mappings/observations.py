@@ -115,6 +115,25 @@ def reference_of(resource: Resource, full_url: str | None = None) -> str:
     return f"{resource.get('resourceType', 'Resource')} without id"
 
 
+#: ``Type/id`` at the end of a reference, before an optional ``/_history/version``: a literal
+#: reference may be relative, absolute, or versioned (https://hl7.org/fhir/R4/references.html#literal).
+_TYPE_AND_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def canonical_reference(reference: str) -> str:
+    """``Type/id`` of a relative, absolute or versioned reference; other text as it is."""
+    m = _TYPE_AND_ID.search(reference)
+    return m[1] if m else reference
+
+
+def lookup(index: Mapping[str, Resource], reference: str) -> Resource | None:
+    """The resource a reference points at among indexed ones: by the reference as written (a
+    fullUrl, ``Type/id``), else by its ``Type/id`` (an absolute or versioned reference to a
+    resource sent without fullUrl)."""
+    found = index.get(reference)
+    return found if found is not None else index.get(canonical_reference(reference))
+
+
 #: Largest decimal exponent of a lab value, either way (see Reading's value check).
 _MAGNITUDE = 30
 
@@ -399,12 +418,20 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
     reader = _Reader(config)
     seen: set[int] = set()
     panels: list[tuple[Resource, str]] = []
+    panel_withdrawn = 0
     for resource, full_url in entries:
         is_observation = isinstance(resource, dict) and resource.get("resourceType") == "Observation"
         if is_observation and resource.get("hasMember"):
             panels.append((resource, reference_of(resource, full_url)))
     for panel, panel_ref in panels:
         if text_of(panel, "status") in WITHDRAWN_STATUSES:
+            # A panel withdrawn as a whole withdraws its results, wherever they are sent.
+            for member in items_of(panel, "hasMember"):
+                ref = member.get("reference") if isinstance(member, dict) else None
+                target = lookup(index, ref) if isinstance(ref, str) and not ref.startswith("#") else None
+                if target is not None and id(target) not in seen:
+                    seen.add(id(target))
+                    panel_withdrawn += 1
             continue
         try:
             panel_when = _effective(panel, config)
@@ -415,7 +442,7 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
             ref = member.get("reference") if isinstance(member, dict) else None
             if not isinstance(ref, str):
                 continue
-            target = contained.get(ref) or index.get(ref)
+            target = contained.get(ref) or lookup(index, ref)
             if target is None or target.get("resourceType") != "Observation" or id(target) in seen:
                 continue
             seen.add(id(target))
@@ -431,6 +458,10 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
     notes = []
     if reader.withdrawn:
         notes.append(f"{reader.withdrawn} result(s) marked entered-in-error or cancelled were left out.")
+    if panel_withdrawn:
+        notes.append(
+            f"{panel_withdrawn} result(s) of a panel marked entered-in-error or cancelled were left out."
+        )
     if reader.zone_assumed:
         notes.append(
             f"{reader.zone_assumed} result time(s) came without a time zone or without a time of "

@@ -10,6 +10,7 @@ import pytest
 
 from fhir_mappings.assessment import Assessment, assess, assessment_json
 from fhir_mappings.config import load_mapping_config
+from ichis.score import Part
 from tests.builders import IG_COUNT, IG_PERCENT, NEUT, WBC, entries, observation, quantity
 
 AT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -221,6 +222,46 @@ def test_panel_members_are_read_with_the_panels_time_and_specimen() -> None:
     assert out["ichis"] == 1
     assert out["parts"]["neutrophils"]["sample"] == "Specimen/s1"
     assert out["parts"]["immature_granulocytes"]["observation"] == "Observation/panel#m2"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "https://ehr.example/fhir/Observation/m1",
+        "Observation/m1/_history/2",
+        "https://ehr.example/fhir/Observation/m1/_history/2",
+    ],
+)
+def test_a_member_is_found_by_an_absolute_or_versioned_reference(reference: str) -> None:
+    """NDJSON has no fullUrl: an absolute or versioned hasMember still points at Observation/m1,
+    whose value then takes the panel's time instead of reading as having none."""
+    member = observation("m1", NEUT, "9.3", effective=None)
+    panel = {
+        "resourceType": "Observation",
+        "id": "panel",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "hasMember": [{"reference": reference}],
+    }
+    out = assessment_json(run(panel, member, ig("0.02")))
+    assert (out["ichis"], out["parts"]["neutrophils"]["observation"]) == (1, "Observation/m1")
+
+
+def test_the_members_of_a_withdrawn_panel_are_withdrawn_too() -> None:
+    """Where the members sit (contained or standalone) does not decide whether they count."""
+    member = observation("m1", NEUT, "9.3", effective=DAY_BEFORE)
+    panel = {
+        "resourceType": "Observation",
+        "id": "panel",
+        "status": "entered-in-error",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "hasMember": [{"reference": "Observation/m1"}],
+    }
+    assessment = run(panel, member, ig("0.02"))
+    assert assessment.result.parts[Part.NEUTROPHILS].measurement is None
+    assert "1 result(s) of a panel marked entered-in-error or cancelled were left out." in reasons(assessment)
 
 
 RESEARCH = "http://hospital.example/sysmex-xn"

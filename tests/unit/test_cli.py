@@ -190,6 +190,20 @@ def test_a_file_of_several_patients_is_refused_unless_one_is_chosen(tmp_path: Pa
     assert (first["ichis"], second["ichis"]) == (1, 0)
 
 
+def test_relative_and_absolute_references_to_one_patient_are_one_patient(tmp_path: Path) -> None:
+    """Patient/p1 and https://ehr.example/fhir/Patient/p1 are the same subject: the file is scored
+    without --patient, and --patient keeps both results."""
+    path = _two_patients(tmp_path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    one = [r for r in lines if r["id"].startswith("p1")]
+    one[-1]["subject"]["reference"] = "https://ehr.example/fhir/Patient/p1"
+    path.write_text("\n".join(json.dumps(r) for r in one))
+    for extra in ([], ["--patient", "p1"]):
+        done = ichis("score", str(path), "--at", "2024-03-02T00:00:00Z", *extra)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["status"] == "complete"
+
+
 def test_loinc_is_recognised_under_its_oid() -> None:
     from fhir_mappings.config import load_mapping_config
 

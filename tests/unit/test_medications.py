@@ -101,6 +101,18 @@ def test_a_medication_in_the_same_bundle_is_resolved_by_full_url_or_id() -> None
     ]
 
 
+@pytest.mark.parametrize("reference", ["https://ehr.example/fhir/Medication/m7", "Medication/m7/_history/3"])
+def test_a_medication_in_the_same_bundle_is_resolved_by_an_absolute_or_versioned_reference(
+    reference: str,
+) -> None:
+    """The Medication came without fullUrl; the reference still ends in Medication/m7."""
+    medication = {"resourceType": "Medication", "id": "m7", "code": {"text": "Imfinzi 50 mg/mL"}}
+    request = order("mr1", medicationReference={"reference": reference})
+    assert [o.drug for o in find_checkpoint_orders([(medication, None), (request, None)], TABLE)] == [
+        "durvalumab"
+    ]
+
+
 def test_a_medication_ingredient_code_is_enough() -> None:
     medication = {
         "resourceType": "Medication",
@@ -119,6 +131,10 @@ def test_only_selected_orders_are_considered_when_a_selection_is_given() -> None
     second = order("b", coded(RXNORM, "1597876"))
     found = find_checkpoint_orders([(first, None), (second, None)], TABLE, only=["MedicationRequest/b"])
     assert [o.drug for o in found] == ["nivolumab"]
+    absolute = ["https://ehr.example/fhir/MedicationRequest/b"]  # a selection written absolute
+    assert [
+        o.drug for o in find_checkpoint_orders([(first, None), (second, None)], TABLE, only=absolute)
+    ] == ["nivolumab"]
 
 
 @pytest.mark.parametrize("status", ["cancelled", "entered-in-error", "stopped", "completed"])
