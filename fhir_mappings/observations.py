@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -406,6 +406,57 @@ def index_resources(resources: Iterable[tuple[Resource, str | None]]) -> dict[st
     return index
 
 
+def _version_key(resource: Resource) -> tuple[int, Any] | None:
+    """How recent a version is: ``meta.versionId`` when it is a number (servers count up), else
+    ``meta.lastUpdated``; None when neither can be read."""
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    version = meta.get("versionId")
+    if isinstance(version, str) and version.isdigit():
+        return 1, int(version)
+    updated = meta.get("lastUpdated")
+    if isinstance(updated, str):
+        try:
+            when = parse_when(updated, UTC)
+        except TimeFormatError:
+            return None
+        if when.precise and not when.zone_assumed:
+            return 0, when.earliest
+    return None
+
+
+def current_versions(
+    entries: list[tuple[Resource, str | None]],
+) -> tuple[list[tuple[Resource, str | None]], int, list[str]]:
+    """The entries with only the current version of each Observation sent more than once (a
+    history Bundle, concatenated incremental exports): the latest by ``meta``. Versions that cannot
+    be ordered stay, unless one of them is withdrawn: then none is used, since the withdrawal may be
+    the latest word. Returns the entries, how many older versions were left out, and the ids left
+    out whole."""
+    groups: dict[str, list[int]] = {}
+    for position, (resource, _) in enumerate(entries):
+        rid = resource.get("id") if isinstance(resource, dict) else None
+        if resource.get("resourceType") == "Observation" and isinstance(rid, str) and rid:
+            groups.setdefault(rid, []).append(position)
+    dropped: set[int] = set()
+    unordered: list[str] = []
+    for rid, positions in groups.items():
+        if len(positions) < 2:
+            continue
+        keys = [_version_key(entries[i][0]) for i in positions]
+        kinds = {key[0] for key in keys if key is not None}
+        if None not in keys and len(kinds) == 1:
+            latest = max(key for key in keys if key is not None)
+            dropped.update(i for i, key in zip(positions, keys, strict=True) if key != latest)
+        elif any(text_of(entries[i][0], "status") in WITHDRAWN_STATUSES for i in positions):
+            dropped.update(positions)
+            unordered.append(f"Observation/{rid}")
+    kept = [entry for position, entry in enumerate(entries) if position not in dropped]
+    superseded = len(dropped) - sum(len(groups[r.split("/", 1)[1]]) for r in unordered)
+    return kept, superseded, unordered
+
+
 def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: MappingConfig) -> Extraction:
     """Every usable reading among ``(resource, fullUrl)`` pairs, and every unusable one, explained.
 
@@ -413,7 +464,7 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
     only present as ``contained`` resources are read from the panel. A member seen both inside a
     panel and standalone is read once.
     """
-    entries = list(entries)
+    entries, superseded, unordered = current_versions(list(entries))
     index = index_resources(entries)
     reader = _Reader(config)
     seen: set[int] = set()
@@ -458,6 +509,15 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
     notes = []
     if reader.withdrawn:
         notes.append(f"{reader.withdrawn} result(s) marked entered-in-error or cancelled were left out.")
+    if superseded:
+        notes.append(
+            f"{superseded} older version(s) of results were left out: a newer version replaces them."
+        )
+    if unordered:
+        notes.append(
+            f"{', '.join(unordered)} came in versions that cannot be ordered (no meta.versionId or "
+            "meta.lastUpdated), one of them withdrawn: none of them was used."
+        )
     if panel_withdrawn:
         notes.append(
             f"{panel_withdrawn} result(s) of a panel marked entered-in-error or cancelled were left out."

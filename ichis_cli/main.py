@@ -240,9 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try
         return code
     except CliError as error:
         print(f"ichis: {error}", file=sys.stderr)
         return error.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ichis score x | head`): no traceback, and none at exit either.
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -10,6 +10,7 @@ import pytest
 
 from fhir_mappings.assessment import Assessment, assess, assessment_json
 from fhir_mappings.config import load_mapping_config
+from ichis.measurement import plain
 from ichis.score import Part
 from tests.builders import IG_COUNT, IG_PERCENT, NEUT, WBC, entries, observation, quantity
 
@@ -262,6 +263,51 @@ def test_the_members_of_a_withdrawn_panel_are_withdrawn_too() -> None:
     assessment = run(panel, member, ig("0.02"))
     assert assessment.result.parts[Part.NEUTROPHILS].measurement is None
     assert "1 result(s) of a panel marked entered-in-error or cancelled were left out." in reasons(assessment)
+
+
+def version(resource: dict[str, Any], **meta: str) -> dict[str, Any]:
+    return {**resource, "meta": meta}
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected", "note"),
+    [
+        # The lab withdrew the result in version 2: version 1 no longer counts.
+        (
+            [
+                version(neut("12.5", status="entered-in-error"), versionId="2"),
+                version(neut("12.5"), versionId="1"),
+            ],
+            None,
+            "1 older version(s) of results were left out",
+        ),
+        # A corrected value in version 2 replaces version 1, with no conflict between them.
+        (
+            [version(neut("8.0"), versionId="1"), version(neut("12.5", status="amended"), versionId="2")],
+            "12500",
+            "1 older version(s) of results were left out",
+        ),
+        # Without versionId, lastUpdated orders them.
+        (
+            [
+                version(neut("12.5"), lastUpdated="2024-02-29T10:00:00Z"),
+                version(neut("8.0", status="corrected"), lastUpdated="2024-03-01T08:00:00+09:00"),
+            ],
+            "8000",
+            "1 older version(s) of results were left out",
+        ),
+        # Versions that cannot be ordered, one withdrawn: the withdrawal may be the latest word.
+        ([neut("12.5", status="entered-in-error"), neut("12.5")], None, "versions that cannot be ordered"),
+    ],
+)
+def test_only_the_current_version_of_a_result_counts(
+    versions: list[dict[str, Any]], expected: str | None, note: str
+) -> None:
+    """A history Bundle or concatenated incremental exports hold several versions of one id."""
+    assessment = run(*versions, ig("0.02"))
+    measurement = assessment.result.parts[Part.NEUTROPHILS].measurement
+    assert (plain(measurement.value_per_uL) if measurement else None) == expected
+    assert note in reasons(assessment)
 
 
 RESEARCH = "http://hospital.example/sysmex-xn"

@@ -226,3 +226,21 @@ def test_a_site_code_written_under_another_loinc_spelling_matches_data_in_any_sp
         found = config.lookup(system, "99999-9")
         assert found is not None, system
         assert found[0].name == "immature_granulocytes"
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ichis score FILE | head`: the pipe closes before the JSON is written."""
+    from ichis_cli.main import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        code = main(
+            ["score", str(GOLDEN / "ichis2_searchset.input.json"), "--at", "2024-03-01T10:00:00+09:00"]
+        )
+        monkeypatch.undo()
+    assert code == 1
+    assert "Traceback" not in capsys.readouterr().err
