@@ -77,11 +77,25 @@ def _age(reading_time: datetime, at: datetime) -> str:
 
 
 def _group(readings: Sequence[Reading]) -> list[_Sample]:
+    """Readings by the sample they come from, whatever order they are sent in.
+
+    Readings that name their specimen are grouped first, then those that name only a panel, then
+    those known only by their time. A reading joins a sample only when exactly one fits it: a
+    result without a specimen, drawn at the instant of two different specimens, belongs to
+    neither, so that values of different tubes are never taken as one sample.
+    """
+
+    def order(reading: Reading) -> tuple[int, datetime, str]:
+        known = 0 if reading.sample.specimen else 1 if reading.sample.panel else 2
+        return known, reading.when.earliest, reading.source.reference
+
     samples: list[_Sample] = []
-    for reading in sorted(readings, key=lambda r: (r.when.earliest, r.source.reference)):
-        for sample in samples:
-            if sample.key.same_as(reading.sample):
-                break
+    for reading in sorted(readings, key=order):
+        fits = [sample for sample in samples if sample.key.same_as(reading.sample)]
+        if len(fits) > 1 and reading.sample.panel:
+            fits = [s for s in fits if s.key.panel == reading.sample.panel] or fits
+        if len(fits) == 1:
+            sample = fits[0]
         else:
             sample = _Sample(reading.sample)
             samples.append(sample)

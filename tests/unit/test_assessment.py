@@ -502,6 +502,19 @@ def test_a_specimen_reference_ties_results_of_one_sample_despite_different_times
     assert "No sample has both parts" not in reasons(assessment)
 
 
+@pytest.mark.parametrize("wbc_id", ["a-first", "z-last"])
+def test_a_result_without_specimen_never_joins_two_specimens_into_one_sample(wbc_id: str) -> None:
+    """NEUT# on tube s1, IG# on tube s2 and a WBC naming no tube, all at one instant: the WBC fits
+    both tubes, so it joins neither, and the answer does not depend on the order or the ids."""
+    n = neut("9.5", specimen={"reference": "Specimen/s1"})
+    i = ig("0.09", specimen={"reference": "Specimen/s2"})
+    w = observation(wbc_id, WBC, "7.5", effective=DAY_BEFORE)
+    for resources in ((n, i, w), (w, i, n)):
+        assessment = run(*resources)
+        assert assessment.result.score == 2
+        assert "No sample has both parts" in reasons(assessment)
+
+
 def test_the_automated_code_wins_over_the_manual_count_in_one_sample() -> None:
     manual = observation("manual", "753-4", "12.0", effective=DAY_BEFORE)
     out = assessment_json(run(neut("5.0", oid="auto"), manual, ig("0.01")))
