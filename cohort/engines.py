@@ -154,9 +154,12 @@ class SparkEngine:
         # array must hold exactly one object ("null", "{...}, {...}" do not). The lambda binds the
         # parse once. Blank means JSON whitespace only (space, tab, CR, LF), as on DuckDB
         # (plan._nonblank).
+        # The parser also stops after the array, so the line must end with the object's brace
+        # ("{...}]" would read as one array and a stray bracket).
         one_object = (
             "transform(array(from_json(concat('[', value, ']'), 'ARRAY<STRUCT<resourceType: STRING>>', "
-            "map('mode', 'FAILFAST'))), a -> size(a) = 1 AND a[0] IS NOT NULL)[0]"
+            "map('mode', 'FAILFAST'))), a -> size(a) = 1 AND a[0] IS NOT NULL)[0] "
+            "AND substr(trim(BOTH ' \t\r\n' FROM value), -1) = '}'"
         )
         frame = self._spark.read.text([str(f) for f in files]).selectExpr(
             f"CASE WHEN translate(value, ' \t\r\n', '') = '' OR {one_object} THEN value "

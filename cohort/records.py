@@ -23,7 +23,7 @@ from fhir_mappings.bundles import loads
 from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
-from fhir_mappings.observations import Resource, items_of, reference_of
+from fhir_mappings.observations import Resource, current_versions, items_of, reference_of
 from ichis.measurement import plain
 from ichis.score import Part
 
@@ -546,12 +546,20 @@ def patient_row(
     # Spark keeps the spaces around a line, DuckDB strips them: sort on what both hand over.
     resources = [loads(line) for _, line in sorted(lines, key=lambda item: (item[0], item[1].strip()))]
     resources = [r for r in resources if isinstance(r, Mapping)]
+    # Only the current version of a resource sent more than once (as the card's path reads labs):
+    # a progression or an ECOG later entered in error no longer counts.
+    current, _, unordered = current_versions([(r, None) for r in resources])
+    resources = [r for r, _ in current]
     patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
     observations = [r for r in resources if r.get("resourceType") == "Observation"]
     conditions = [r for r in resources if r.get("resourceType") == "Condition" and not _is_void(r)]
     if definition.diagnosis_codes and not any(_has_code(c, definition.diagnosis_codes) for c in conditions):
         return None
-    notes: list[str] = []
+    notes: list[str] = (
+        [f"{', '.join(unordered)} came in versions that cannot be ordered, one withdrawn: none was used"]
+        if unordered
+        else []
+    )
     row: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
     row.update(
         patient_id=dose.patient,
@@ -662,7 +670,8 @@ def patient_row(
     end = definition.cutoff
     if definition.follow_up == "last-contact":
         # A recorded event is contact too: the patient was seen progressing, or known to have died.
-        seen = [e.first for e in deaths + progressions if e.precise and e.first <= definition.cutoff]
+        # A month-only event counts from its first day: the follow-up reaches into that month.
+        seen = [e.first for e in deaths + progressions if e.first <= definition.cutoff]
         end = max(d for d in (last_contact, dose.day, *seen) if d)
     times = survival(
         dose.day, deaths=deaths, progressions=progressions, end=end, death_date_unknown=unknown_death

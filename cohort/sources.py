@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cohort.errors import CohortInputError
+from cohort.errors import CohortError, CohortInputError
 from cohort.plan import RESOURCE_TYPES
 
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
@@ -115,4 +115,11 @@ def readable(sources: Sources) -> Iterator[Sources]:
                 raise CohortInputError(f"cannot read {path}: {error}") from None
             copies[path] = copy
         files = {kind: [copies.get(p, p) for p in paths] for kind, paths in sources.files.items()}
-        yield replace(sources, files=files)
+        try:
+            yield replace(sources, files=files)
+        except CohortError as error:
+            # The engine names the copy it read; the user knows the original.
+            message = str(error)
+            for original, copy in copies.items():
+                message = message.replace(str(copy), f"{original} (read without its byte-order mark)")
+            raise type(error)(message) from None

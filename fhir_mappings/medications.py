@@ -112,8 +112,10 @@ class DrugTable:
         """Each checkpoint inhibitor a CodeableConcept names, as (drug, how it matched); codes first.
 
         Without a checkpoint-inhibitor code, names are searched in the codings' displays, and in
-        ``text`` only when no coding is in a standard terminology: the text of a coded drug may
-        mention others ("Dexamethasone 8 mg IV, premedication for Keytruda").
+        ``text`` unless a coding in a standard terminology names its drug in a display: the text of
+        a coded drug may mention others ("Dexamethasone 8 mg IV, premedication for Keytruda"). A
+        standard code without a display says nothing readable (the table lists few product codes),
+        so the text is read then: a product code the table lacks must not lose the order.
         """
         if not isinstance(codeable, Mapping):
             return []
@@ -125,7 +127,7 @@ class DrugTable:
             if system and code:
                 canonical = self._system(system)
                 label = f"{_system_label(canonical)} {code}"
-                standard = standard or canonical in self.standard_systems
+                standard = standard or (canonical in self.standard_systems and bool(display))
                 if drug := self.codes.get((canonical, code)):
                     found.setdefault(drug, label)
             if display:

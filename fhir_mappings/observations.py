@@ -429,7 +429,7 @@ def _version_key(resource: Resource) -> tuple[int, Any] | None:
 def current_versions(
     entries: list[tuple[Resource, str | None]],
 ) -> tuple[list[tuple[Resource, str | None]], int, list[str]]:
-    """The entries with only the current version of each Observation sent more than once (a
+    """The entries with only the current version of each resource sent more than once (a
     history Bundle, concatenated incremental exports): the latest by ``meta``. Versions that cannot
     be ordered stay, unless one of them is withdrawn: then none is used, since the withdrawal may be
     the latest word. Returns the entries, how many older versions were left out, and the ids left
@@ -437,8 +437,9 @@ def current_versions(
     groups: dict[str, list[int]] = {}
     for position, (resource, _) in enumerate(entries):
         rid = resource.get("id") if isinstance(resource, dict) else None
-        if resource.get("resourceType") == "Observation" and isinstance(rid, str) and rid:
-            groups.setdefault(rid, []).append(position)
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        if isinstance(kind, str) and isinstance(rid, str) and rid:
+            groups.setdefault(f"{kind}/{rid}", []).append(position)
     dropped: set[int] = set()
     unordered: list[str] = []
     for rid, positions in groups.items():
@@ -451,9 +452,9 @@ def current_versions(
             dropped.update(i for i, key in zip(positions, keys, strict=True) if key != latest)
         elif any(text_of(entries[i][0], "status") in WITHDRAWN_STATUSES for i in positions):
             dropped.update(positions)
-            unordered.append(f"Observation/{rid}")
+            unordered.append(rid)
     kept = [entry for position, entry in enumerate(entries) if position not in dropped]
-    superseded = len(dropped) - sum(len(groups[r.split("/", 1)[1]]) for r in unordered)
+    superseded = len(dropped) - sum(len(groups[r]) for r in unordered)
     return kept, superseded, unordered
 
 
@@ -474,6 +475,8 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
         is_observation = isinstance(resource, dict) and resource.get("resourceType") == "Observation"
         if is_observation and resource.get("hasMember"):
             panels.append((resource, reference_of(resource, full_url)))
+    # Valid panels first: a result that a valid panel also points to is not withdrawn by another.
+    panels.sort(key=lambda item: text_of(item[0], "status") in WITHDRAWN_STATUSES)
     for panel, panel_ref in panels:
         if text_of(panel, "status") in WITHDRAWN_STATUSES:
             # A panel withdrawn as a whole withdraws its results, wherever they are sent.

@@ -116,6 +116,7 @@ ONE = '{"resourceType": "Observation"}'
         ("Observation", f"{ONE} x"),
         ("Observation", f"{ONE} {ONE}"),
         ("Observation", f"{ONE}, {ONE}"),
+        ("Observation", f"{ONE}]"),
         ("MedicationAdministration", f"{ONE} trailing text"),
     ],
 )
@@ -317,3 +318,16 @@ def test_a_drug_name_outside_ascii_is_found_when_the_json_escapes_it(
         rows = table(engine, tmp_path, definition)
     assert [(r["patient_id"], r["ici_agent"]) for r in rows] == [("p", "pembrolizumab")]
     assert table(spark, tmp_path, definition) == rows
+
+
+def test_a_malformed_line_in_a_file_with_a_byte_order_mark_is_named_by_the_original_file(
+    tmp_path: Path, definition: CohortDefinition
+) -> None:
+    """The engines read a copy without the mark; the error names the file the user gave."""
+    dose = administration("a", "Patient/p", "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
+    marked = tmp_path / "MedicationAdministration.ndjson"
+    marked.write_bytes(b"\xef\xbb\xbf" + (json.dumps(dose) + "\n{not json\n").encode())
+    with DuckDBEngine() as engine, pytest.raises(CohortInputError) as raised:
+        table(engine, tmp_path, definition)
+    assert f"{marked} (read without its byte-order mark)" in str(raised.value)
+    assert "ichis-bom-" not in str(raised.value)

@@ -503,3 +503,32 @@ def test_a_birth_month_gives_the_age_when_every_day_of_it_does(
     assert row is not None
     assert row["age_years"] == age
     assert ("birthDate" in (row["notes"] or "")) is noted
+
+
+def test_a_progression_later_entered_in_error_does_not_end_pfs(definition: CohortDefinition) -> None:
+    """Incremental exports hold both versions of the disease-status Observation; the current one
+    withdraws it, as the card's path withdraws a lab result."""
+    status = {
+        "resourceType": "Observation",
+        "id": "s1",
+        "code": {"coding": [{"system": LOINC, "code": "97509-4"}]},
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "271299001"}]},
+        "effectiveDateTime": "2022-05-25",
+    }
+    versions = [
+        status | {"status": "final", "meta": {"versionId": "1"}},
+        status | {"status": "entered-in-error", "meta": {"versionId": "2"}},
+    ]
+    row = patient_row(dose(), [("Observation", dumps(v)) for v in versions], definition)
+    assert row is not None
+    assert (row["progression_date"], row["pfs_event"]) == (None, 0)
+
+
+def test_with_last_contact_a_death_known_only_by_its_month_leaves_os_unknown() -> None:
+    """The month after the last contact is still follow-up: not an alive-at-the-end censoring."""
+    site = load_definition({"cohort": {"follow_up": "last-contact"}}, CUTOFF)
+    patient = {"resourceType": "Patient", "id": "p1", "deceasedDateTime": "2022-07"}
+    row = patient_row(dose(), [("Patient", dumps(patient))], site, last_contact=date(2022, 6, 10))
+    assert row is not None
+    assert (row["os_days"], row["os_event"]) == (None, None)
+    assert "death recorded only as 2022-07" in row["notes"]

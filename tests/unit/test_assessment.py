@@ -249,8 +249,43 @@ def test_a_member_is_found_by_an_absolute_or_versioned_reference(reference: str)
     assert (out["ichis"], out["parts"]["neutrophils"]["observation"]) == (1, "Observation/m1")
 
 
+def test_a_result_that_a_valid_panel_also_holds_is_not_withdrawn_by_another_panel() -> None:
+    """An old panel entered in error and its replacement point at the same members: the members
+    count, whichever panel comes first."""
+    members = [observation("m1", NEUT, "9.3", effective=DAY_BEFORE), ig("0.09", oid="m2")]
+
+    def panel(pid: str, status: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "id": pid,
+            "status": status,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+            "effectiveDateTime": DAY_BEFORE,
+            "hasMember": [{"reference": "Observation/m1"}, {"reference": "Observation/m2"}],
+        }
+
+    old, new = panel("old", "entered-in-error"), panel("new", "final")
+    assert score_of(old, new, *members) == (2, 2, 2)
+    assert score_of(new, old, *members) == (2, 2, 2)
+
+
+def test_the_contained_members_of_a_withdrawn_panel_do_not_count() -> None:
+    member = {**observation("m1", NEUT, "9.3", effective=None), "id": "m1"}
+    panel = {
+        "resourceType": "Observation",
+        "id": "panel",
+        "status": "entered-in-error",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "contained": [member],
+        "hasMember": [{"reference": "#m1"}],
+    }
+    assert run(panel, ig("0.02")).result.parts[Part.NEUTROPHILS].measurement is None
+
+
 def test_the_members_of_a_withdrawn_panel_are_withdrawn_too() -> None:
-    """Where the members sit (contained or standalone) does not decide whether they count."""
+    """Sent standalone, the members of a withdrawn panel do not count either: where they sit does
+    not decide."""
     member = observation("m1", NEUT, "9.3", effective=DAY_BEFORE)
     panel = {
         "resourceType": "Observation",

@@ -230,7 +230,9 @@ def test_an_fda_suffix_that_is_not_four_lowercase_letters_is_refused(suffix: Any
             "text": "Dexamethasone 8 mg IV, premedication for Keytruda",
         },
         {
-            "coding": [{"system": "urn:oid:2.16.840.1.113883.6.88", "code": "3264"}],
+            "coding": [
+                {"system": "urn:oid:2.16.840.1.113883.6.88", "code": "3264", "display": "dexamethasone"}
+            ],
             "text": "Dexamethasone 8 mg IV before nivolumab",
         },
         {
@@ -243,6 +245,16 @@ def test_a_drug_coded_in_a_standard_terminology_is_not_recognised_by_its_free_te
     medication: dict[str, Any],
 ) -> None:
     assert drugs_of(medication) == []
+
+
+def test_an_unlisted_standard_code_without_a_display_leaves_the_text_to_name_the_drug() -> None:
+    """Orders mostly carry product codes the table does not list, often without a display: the
+    order text still names the drug, so the order keeps its card."""
+    medication = {
+        "coding": [{"system": RXNORM, "code": UNLISTED_RXNORM}],
+        "text": "pembrolizumab (KEYTRUDA) 200 mg IVPB",
+    }
+    assert drugs_of(medication) == ["pembrolizumab"]
 
 
 def test_an_unlisted_standard_code_is_recognised_by_its_display() -> None:
