@@ -164,7 +164,10 @@ def _analyze(args: argparse.Namespace) -> int:
     for endpoint, analysis in outputs.analyses.items():
         medians = ", ".join(f"IChIS {g.level}: {g.median.text()}" for g in analysis.groups_["ichis"])
         test = analysis.logrank_["ichis"]
-        p = "" if test is None else f"; log-rank p {'<0.001' if test.p < 0.001 else f'{test.p:.3f}'}"
+        if test is not None:
+            p = f"; log-rank p {'<0.001' if test.p < 0.001 else f'{test.p:.3f}'}"
+        else:
+            p = f"; log-rank not estimable ({analysis.logrank_problems_.get('ichis', 'no test')})"
         _say(f"{endpoint.upper()} median days (95% CI, log-log): {medians}{p}")
     _say(f"report: {outputs.folder / 'report.html'}")
     return EXIT_OK

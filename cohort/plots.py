@@ -41,6 +41,8 @@ def km_figure(analysis: SurvivalAnalysis, synthetic: bool) -> Any:
     title = f"{ENDPOINTS[analysis.endpoint][2]} by IChIS"
     if test is not None:
         title += f" (log-rank p {'<0.001' if test.p < 0.001 else f'= {test.p:.3f}'})"
+    elif len(fitters) > 1:
+        title += " (log-rank not estimable)"
     axis.set_title(title)
     if synthetic:
         axis.text(

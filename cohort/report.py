@@ -62,7 +62,9 @@ def analyze(
 ) -> AnalysisOutputs:
     """Fit PFS and OS analyses on a cohort table (a DataFrame) and write every output into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    synthetic = bool(table["synthetic"].fillna(False).astype(bool).any()) if len(table) else False
+    # eq(True), not fillna(False): an all-empty column (a hand-made table) is object dtype, and pandas
+    # warns on downcasting it.
+    synthetic = bool(table["synthetic"].eq(True).any())
     files: list[Path] = []
     analyses: dict[str, SurvivalAnalysis] = {}
     sections = []

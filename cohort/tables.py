@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cohort.analysis import ENDPOINTS, VARIABLES, HazardRatio, SurvivalAnalysis
+from cohort.analysis import ENDPOINTS, VARIABLES, CoxModel, SurvivalAnalysis
 from ichis.reference import PUBLISHED_STRATA, Estimate
 
 CI_METHOD = (
     "Medians: Kaplan-Meier, 95% CI from the log(-log) pointwise band (lifelines = R survival "
     'conf.type="log-log"); the paper used SPSS 22, whose CI is symmetric (median +/- 1.96 SE), so CIs '
-    "differ somewhat. NR = not reached. Univariate p: log-rank. Multivariate: Cox proportional hazards "
-    "(Efron ties), HR with Wald 95% CI vs the first level; the p of a variable is its joint Wald test."
+    "differ somewhat. NR = not reached; NE = not estimable (the curve falls to zero, where the log-log "
+    "band is undefined; R prints NA). Univariate p: log-rank. Multivariate: Cox proportional hazards "
+    "(Efron ties) on complete cases, HR with Wald 95% CI vs the level marked 1 (reference), the first "
+    "level among the model's patients; the p of a variable is its joint Wald test. What the data cannot "
+    "give says not estimable, with the reason."
 )
 TABLE_HEADER = (
     "Variable",
@@ -23,6 +26,7 @@ TABLE_HEADER = (
     "Multivariate p",
     "HR (95% CI)",
 )
+#: The HR column names the model's reference stratum: IChIS 0 unless it has no complete cases.
 STRATA_HEADER = (
     "IChIS",
     "n",
@@ -32,6 +36,7 @@ STRATA_HEADER = (
     "HR (95% CI) vs 0",
     "Published HR (95% CI)",
 )
+NOT_IN_MODEL = "not in model: no complete cases"
 
 
 def p_text(p: float | None) -> str:
@@ -45,6 +50,10 @@ def hr_text(hr: float, low: float, high: float) -> str:
     return f"{hr:.3f} ({low:.3f}-{high:.3f})"
 
 
+def not_estimable(reason: str | None) -> str:
+    return f"not estimable ({reason})" if reason else "not estimable"
+
+
 @dataclass(frozen=True)
 class Table:
     title: str
@@ -54,10 +63,36 @@ class Table:
     heads: frozenset[int] = frozenset()
 
 
+def level_hr(model: CoxModel | None, problem: str | None, variable: str, level: str) -> str:
+    """A level's HR cell: its HR, the reference the model actually used, or why there is none."""
+    if model is None:
+        return not_estimable(problem)
+    present = model.levels.get(variable, ())
+    if level not in present:
+        return NOT_IN_MODEL
+    if len(present) == 1:
+        return not_estimable("the only group among the model's patients")
+    if level == present[0]:
+        return "1 (reference)"
+    term = f"{variable}={level}"
+    for ratio in model.terms:
+        if ratio.term == term:
+            return hr_text(ratio.hr, ratio.ci_low, ratio.ci_high)
+    return not_estimable(model.term_problems.get(term))
+
+
+def variable_p(model: CoxModel | None, problem: str | None, variable: str) -> str:
+    """A variable's joint Wald p in the model, or why there is none."""
+    if model is None:
+        return not_estimable(problem)
+    if variable in model.variable_p:
+        return p_text(model.variable_p[variable])
+    return not_estimable(model.variable_problems.get(variable))
+
+
 def survival_table(analysis: SurvivalAnalysis, number: int) -> Table:
     """Table 3 (PFS) or Table 4 (OS): medians by group, log-rank p, multivariate p and HRs."""
-    model = analysis.multivariate_
-    terms = {t.term: t for t in model.terms} if model else {}
+    model, problem = analysis.multivariate_, analysis.multivariate_problem_
     overall = analysis.overall_
     rows: list[tuple[str, ...]] = [
         ("All patients", str(overall.n), str(overall.events), overall.median.text(), "", "", "")
@@ -68,7 +103,8 @@ def survival_table(analysis: SurvivalAnalysis, number: int) -> Table:
         if not groups:
             continue
         test = analysis.logrank_[variable.name]
-        in_model = model is not None and variable.name in model.variable_p
+        # Variables left out of the multivariate model by choice have no multivariate cells.
+        in_model = variable.name in analysis.multivariate
         heads.add(len(rows))
         rows.append(
             (
@@ -76,18 +112,14 @@ def survival_table(analysis: SurvivalAnalysis, number: int) -> Table:
                 str(sum(g.n for g in groups)),
                 str(sum(g.events for g in groups)),
                 "",
-                p_text(test.p if test else None),
-                p_text(model.variable_p[variable.name]) if model and in_model else "",
+                p_text(test.p) if test else not_estimable(analysis.logrank_problems_.get(variable.name)),
+                variable_p(model, problem, variable.name) if in_model else "",
                 "",
             )
         )
-        for position, group in enumerate(groups):
-            term = terms.get(f"{variable.name}={group.level}")
-            hr = (
-                hr_text(term.hr, term.ci_low, term.ci_high)
-                if term
-                else ("1 (reference)" if in_model and position == 0 else "")
-            )
+        for group in groups:
+            # Without a model its reason stands once, in the variable's multivariate p.
+            hr = level_hr(model, None, variable.name, group.level) if in_model else ""
             rows.append(
                 ("   " + group.level, str(group.n), str(group.events), group.median.text(), "", "", hr)
             )
@@ -99,25 +131,17 @@ def _published(estimate: Estimate | None) -> str:
     return f"{estimate.value} ({estimate.ci_low}-{estimate.ci_high})" if estimate else "1 (reference)"
 
 
-def _stratum_hr(term: HazardRatio | None, *, first: bool, model: bool) -> str:
-    """The stratum's HR; the first stratum is the model's reference; without a model, none."""
-    if term is not None:
-        return hr_text(term.hr, term.ci_low, term.ci_high)
-    if first:
-        return "1 (reference)" if model else ""
-    return "not estimable"
-
-
 def strata_table(analysis: SurvivalAnalysis) -> Table:
     """IChIS strata here next to the paper's (medians with CIs by the paper's SPSS method)."""
-    model = analysis.multivariate_
-    terms = {t.term: t for t in model.terms} if model else {}
+    model, problem = analysis.multivariate_, analysis.multivariate_problem_
+    present = model.levels.get("ichis", ()) if model else ()
+    reference = present[0] if len(present) > 1 else "0"
+    header = tuple(f"HR (95% CI) vs {reference}" if h == "HR (95% CI) vs 0" else h for h in STRATA_HEADER)
     rows = []
     for group in analysis.groups_["ichis"]:
         published = PUBLISHED_STRATA[int(group.level)]
         median = published.median_pfs_days if analysis.endpoint == "pfs" else published.median_os_days
         hr = published.pfs_hazard_ratio if analysis.endpoint == "pfs" else published.os_hazard_ratio
-        term = terms.get(f"ichis={group.level}")
         rows.append(
             (
                 group.level,
@@ -125,38 +149,46 @@ def strata_table(analysis: SurvivalAnalysis) -> Table:
                 str(group.events),
                 group.median.text(),
                 _published(median),
-                _stratum_hr(term, first=group is analysis.groups_["ichis"][0], model=model is not None),
+                level_hr(model, problem, "ichis", group.level),
                 _published(hr),
             )
         )
     title = f"{ENDPOINTS[analysis.endpoint][2]} by IChIS, here and in Kang et al. 2024"
-    return Table(title, STRATA_HEADER, rows)
+    return Table(title, header, rows)
 
 
 def model_table(analysis: SurvivalAnalysis) -> Table:
-    """The multivariate model: each term's HR, p and proportional-hazards test."""
+    """The multivariate model: each level's HR and p, and each term's proportional-hazards test."""
     model = analysis.multivariate_
-    rows: list[tuple[str, ...]] = []
-    if model is not None:
-        ph = {term: (stat, p) for term, stat, p in model.ph_test}
-        for term in model.terms:
-            stat, p = ph.get(term.term, (float("nan"), float("nan")))
-            rows.append(
-                (
-                    term.term,
-                    hr_text(term.hr, term.ci_low, term.ci_high),
-                    p_text(term.p),
-                    f"{stat:.3f}",
-                    p_text(p),
-                )
-            )
     title = f"{ENDPOINTS[analysis.endpoint][2]}: multivariate Cox model and proportional-hazards test"
     header = ("Term", "HR (95% CI)", "p", "PH test statistic (rank time)", "PH test p")
+    if model is None:
+        return Table(title, header, [("model", not_estimable(analysis.multivariate_problem_), "", "", "")])
+    ratios = {t.term: t for t in model.terms}
+    ph = {term: (stat, p) for term, stat, p in model.ph_test}
+    rows: list[tuple[str, ...]] = []
+    for name in model.variables:
+        for group in analysis.groups_[name]:
+            term = f"{name}={group.level}"
+            hr = level_hr(model, None, name, group.level)
+            ratio = ratios.get(term)
+            if ratio is None:  # the reference, a level not in the model, or not estimable: hr says which
+                rows.append((term, hr, "", "", ""))
+            elif term in ph:
+                stat, p = ph[term]
+                rows.append((term, hr, p_text(ratio.p), f"{stat:.3f}", p_text(p)))
+            else:
+                rows.append((term, hr, p_text(ratio.p), not_estimable(model.ph_problem), ""))
     return Table(title, header, rows)
 
 
 def pairwise_table(analysis: SurvivalAnalysis) -> Table:
-    rows = [(f"IChIS {a} vs {b}", f"{t.statistic:.3f}", p_text(t.p)) for a, b, t in analysis.pairwise_]
+    rows = [
+        (f"IChIS {c.first} vs {c.second}", f"{c.test.statistic:.3f}", p_text(c.test.p))
+        if c.test is not None
+        else (f"IChIS {c.first} vs {c.second}", not_estimable(c.problem), "")
+        for c in analysis.pairwise_
+    ]
     return Table(
         f"{ENDPOINTS[analysis.endpoint][2]}: pairwise log-rank tests", ("Comparison", "Chi-square", "p"), rows
     )
