@@ -65,15 +65,26 @@ def bundle_entries(bundle: Mapping[str, Any]) -> Iterator[tuple[Resource, str | 
         return
     if not isinstance(entries, list):
         raise FhirInputError("Bundle.entry must be a list")
+    # A history Bundle lists versions newest first, a deletion as an entry without a resource:
+    # versions after it (older) were deleted. https://hl7.org/fhir/R4/http.html#history
+    deleted: set[str] = set()
+    history = bundle.get("type") == "history"
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise FhirInputError(f"Bundle.entry[{position}] is not an object")
         resource = entry.get("resource")
         if resource is None:
+            request = entry.get("request")
+            if history and isinstance(request, dict) and request.get("method") == "DELETE":
+                url = request.get("url")
+                if isinstance(url, str):
+                    deleted.add(canonical_reference(url))
             continue  # e.g. a transaction-response entry or a deleted history entry
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise FhirInputError(f"Bundle.entry[{position}].resource has no resourceType")
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        if deleted and f"{resource['resourceType']}/{resource.get('id')}" in deleted:
+            continue
         if resource["resourceType"] == "Bundle":
             yield from bundle_entries(resource)
         else:

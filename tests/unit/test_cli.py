@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,30 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(
         monkeypatch.undo()
     assert code == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_result_deleted_in_a_history_bundle_does_not_count(tmp_path: Path) -> None:
+    """A history Bundle lists versions newest first; a DELETE entry removes the versions after it."""
+
+    def version(number: str, neutrophils: str) -> dict[str, Any]:
+        return {
+            "fullUrl": "https://ehr.example/fhir/Observation/n1",
+            "request": {"method": "PUT", "url": "Observation/n1"},
+            "resource": {
+                "resourceType": "Observation", "id": "n1", "status": "final",
+                "meta": {"versionId": number},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2024-03-01T08:00:00+09:00",
+                "valueQuantity": {"value": float(neutrophils), "unit": "10*3/uL"},
+            },
+        }  # fmt: skip
+
+    deletion = {"request": {"method": "DELETE", "url": "Observation/n1"}, "response": {"status": "204"}}
+    deleted = [deletion, version("1", "12.0")]  # version 1, then deleted
+    recreated = [version("3", "12.0"), deletion, version("1", "4.0")]  # deleted, then written again
+    for entries, expected in ((deleted, None), (recreated, "12000")):
+        saved = tmp_path / "history.json"
+        saved.write_text(json.dumps({"resourceType": "Bundle", "type": "history", "entry": entries}))
+        out = json.loads(ichis("score", str(saved), "--at", "2024-03-02T00:00:00Z").stdout)
+        assert out["parts"]["neutrophils"]["value_per_uL"] == expected
