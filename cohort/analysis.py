@@ -220,7 +220,8 @@ def _median(fitter: Any) -> Median:
     defined = survival > 0
 
     def first_at_or_below_half(curve: np.ndarray, where: np.ndarray) -> float | None:
-        hits = np.flatnonzero(where & (curve <= 0.5))
+        # 3 of 6 events is 0.5000000000000001 in floating point: exactly half must count.
+        hits = np.flatnonzero(where & (curve <= 0.5 + 1e-9))
         return float(times[hits[0]]) if len(hits) else None
 
     return Median(
@@ -256,10 +257,11 @@ def _comparable(duration: np.ndarray, event: np.ndarray) -> bool:
 
 
 def _logrank_df(duration: np.ndarray, event: np.ndarray, groups: np.ndarray) -> int:
-    """The rank of the log-rank test's variance matrix: its degrees of freedom, 0 without information.
+    """The log-rank test's degrees of freedom as R ``survdiff`` counts them: the groups with expected
+    events, less one; 0 when the test has no information (a variance of zero).
 
-    A group never at risk at an event time (one patient censored before the first event) adds none,
-    as in R ``survdiff``, which counts only groups with expected events; lifelines counts every group.
+    A group never at risk at an event time (one patient censored before the first event) has no
+    expected events and adds none; lifelines counts every group.
     """
     at_risk, deaths = _at_risk(duration, event, groups)
     total = at_risk.sum(axis=1)
@@ -270,12 +272,10 @@ def _logrank_df(duration: np.ndarray, event: np.ndarray, groups: np.ndarray) -> 
         deaths[several] * (total - deaths)[several] / (total[several] ** 2 * (total[several] - 1))
     )
     variance = np.diag((weight * total) @ at_risk) - (at_risk * weight[:, None]).T @ at_risk
-    scale = float(np.abs(variance).max()) if variance.size else 0.0
-    if scale == 0:
+    if not variance.size or not np.any(variance):
         return 0
-    # Rows sum to zero, so the rank is at most groups - 1; the tolerance keeps rounding from adding one.
-    rank = int(np.linalg.matrix_rank(variance, tol=1e-9 * scale))
-    return min(rank, int(at_risk.shape[1]) - 1)
+    expected = (at_risk * (deaths / np.where(total > 0, total, 1))[:, None]).sum(axis=0)
+    return max(int((expected > 0).sum()) - 1, 0)
 
 
 NO_LOGRANK_INFORMATION = (
@@ -370,7 +370,7 @@ def try_cox(
         return None, NOT_COMPARABLE
     if not model.terms:
         reasons = "; ".join(sorted(set(model.term_problems.values())))
-        return None, f"no hazard ratio can be estimated ({reasons})"
+        return None, f"no hazard ratio can be estimated: {reasons}"
     return model, None
 
 

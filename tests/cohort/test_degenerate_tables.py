@@ -388,3 +388,10 @@ def test_a_hand_edited_table_with_impossible_times_is_refused(column: str, value
     table.loc[0, column] = value
     with pytest.raises(CohortInputError, match=column):
         prepare(table, "pfs")
+
+
+def test_a_curve_at_exactly_one_half_gives_that_time_as_the_median() -> None:
+    """3 of 6 events is 0.5000000000000001 in floating point; the median is still the first time the
+    curve is at or below one half (41), not the next event time (90). R prints the midpoint, 65.5."""
+    median = kaplan_meier(pd.Series([10, 15, 41, 90, 130, 166]), pd.Series([1] * 6))
+    assert median.value == 41
