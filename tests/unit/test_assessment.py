@@ -206,19 +206,25 @@ def test_values_inside_components_are_read() -> None:
     assert out["parts"]["neutrophils"]["observation"] == "Observation/cbc"
 
 
+def cbc_panel(*members: str, pid: str = "panel", status: str = "final", **extra: Any) -> dict[str, Any]:
+    """A CBC panel (LOINC 57021-8) drawn the day before, pointing at ``members`` by reference."""
+    return {
+        "resourceType": "Observation",
+        "id": pid,
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "effectiveDateTime": DAY_BEFORE,
+        "hasMember": [{"reference": member} for member in members],
+        **extra,
+    }
+
+
 def test_panel_members_are_read_with_the_panels_time_and_specimen() -> None:
     member_n = observation("m1", NEUT, "9.3", effective=None)
     member_i = {**observation("m2", IG_COUNT, "0.02", effective=None), "id": "m2"}
-    panel = {
-        "resourceType": "Observation",
-        "id": "panel",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
-        "effectiveDateTime": DAY_BEFORE,
-        "specimen": {"reference": "Specimen/s1"},
-        "contained": [{**member_i, "id": "m2"}],
-        "hasMember": [{"reference": "Observation/m1"}, {"reference": "#m2"}],
-    }
+    panel = cbc_panel(
+        "Observation/m1", "#m2", specimen={"reference": "Specimen/s1"}, contained=[{**member_i, "id": "m2"}]
+    )
     out = assessment_json(run(panel, member_n))
     assert out["ichis"] == 1
     assert out["parts"]["neutrophils"]["sample"] == "Specimen/s1"
@@ -237,15 +243,7 @@ def test_a_member_is_found_by_an_absolute_or_versioned_reference(reference: str)
     """NDJSON has no fullUrl: an absolute or versioned hasMember still points at Observation/m1,
     whose value then takes the panel's time instead of reading as having none."""
     member = observation("m1", NEUT, "9.3", effective=None)
-    panel = {
-        "resourceType": "Observation",
-        "id": "panel",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
-        "effectiveDateTime": DAY_BEFORE,
-        "hasMember": [{"reference": reference}],
-    }
-    out = assessment_json(run(panel, member, ig("0.02")))
+    out = assessment_json(run(cbc_panel(reference), member, ig("0.02")))
     assert (out["ichis"], out["parts"]["neutrophils"]["observation"]) == (1, "Observation/m1")
 
 
@@ -253,33 +251,15 @@ def test_a_result_that_a_valid_panel_also_holds_is_not_withdrawn_by_another_pane
     """An old panel entered in error and its replacement point at the same members: the members
     count, whichever panel comes first."""
     members = [observation("m1", NEUT, "9.3", effective=DAY_BEFORE), ig("0.09", oid="m2")]
-
-    def panel(pid: str, status: str) -> dict[str, Any]:
-        return {
-            "resourceType": "Observation",
-            "id": pid,
-            "status": status,
-            "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
-            "effectiveDateTime": DAY_BEFORE,
-            "hasMember": [{"reference": "Observation/m1"}, {"reference": "Observation/m2"}],
-        }
-
-    old, new = panel("old", "entered-in-error"), panel("new", "final")
+    old = cbc_panel("Observation/m1", "Observation/m2", pid="old", status="entered-in-error")
+    new = cbc_panel("Observation/m1", "Observation/m2", pid="new")
     assert score_of(old, new, *members) == (2, 2, 2)
     assert score_of(new, old, *members) == (2, 2, 2)
 
 
 def test_the_contained_members_of_a_withdrawn_panel_do_not_count() -> None:
     member = {**observation("m1", NEUT, "9.3", effective=None), "id": "m1"}
-    panel = {
-        "resourceType": "Observation",
-        "id": "panel",
-        "status": "entered-in-error",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
-        "effectiveDateTime": DAY_BEFORE,
-        "contained": [member],
-        "hasMember": [{"reference": "#m1"}],
-    }
+    panel = cbc_panel("#m1", status="entered-in-error", contained=[member])
     assert run(panel, ig("0.02")).result.parts[Part.NEUTROPHILS].measurement is None
 
 
@@ -287,15 +267,7 @@ def test_the_members_of_a_withdrawn_panel_are_withdrawn_too() -> None:
     """Sent standalone, the members of a withdrawn panel do not count either: where they sit does
     not decide."""
     member = observation("m1", NEUT, "9.3", effective=DAY_BEFORE)
-    panel = {
-        "resourceType": "Observation",
-        "id": "panel",
-        "status": "entered-in-error",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
-        "effectiveDateTime": DAY_BEFORE,
-        "hasMember": [{"reference": "Observation/m1"}],
-    }
-    assessment = run(panel, member, ig("0.02"))
+    assessment = run(cbc_panel("Observation/m1", status="entered-in-error"), member, ig("0.02"))
     assert assessment.result.parts[Part.NEUTROPHILS].measurement is None
     assert "1 result(s) of a panel marked entered-in-error or cancelled were left out." in reasons(assessment)
 
