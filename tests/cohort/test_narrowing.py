@@ -93,6 +93,20 @@ def premedication(aid: str, patient: str, when: str) -> dict[str, Any]:
     )
 
 
+def pembrolizumab_order(
+    rid: str, patient: str, authored: str, *, status: str = "active", intent: str = "order"
+) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": intent,
+        "subject": {"reference": patient},
+        "authoredOn": authored,
+        **rxnorm("1547545"),
+    }
+
+
 def late_records() -> list[dict[str, Any]]:
     """Patients whose events and covariates sit at the edges of the windows the engines apply."""
     late, early, edges = "Patient/edge-late", "Patient/edge-early", "Patient/edge-window"
@@ -123,24 +137,10 @@ def late_records() -> list[dict[str, Any]]:
         ),
         # Only orders: a treatment plan made weeks before the signed order.
         {"resourceType": "Patient", "id": "edge-plan", "gender": "male", "birthDate": "1957-05-05"},
-        {
-            "resourceType": "MedicationRequest",
-            "id": "edge-plan-1",
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": "Patient/edge-plan"},
-            "authoredOn": "2022-09-01T09:00:00+09:00",
-            **rxnorm("1547545"),
-        },
-        {
-            "resourceType": "MedicationRequest",
-            "id": "edge-plan-2",
-            "status": "completed",
-            "intent": "order",
-            "subject": {"reference": "Patient/edge-plan"},
-            "authoredOn": "2022-09-20T09:00:00+09:00",
-            **rxnorm("1547545"),
-        },
+        pembrolizumab_order("edge-plan-1", "Patient/edge-plan", "2022-09-01T09:00:00+09:00", intent="plan"),
+        pembrolizumab_order(
+            "edge-plan-2", "Patient/edge-plan", "2022-09-20T09:00:00+09:00", status="completed"
+        ),
         # The drug only in a Medication referenced by a versioned absolute URL.
         {
             "resourceType": "Medication",
@@ -195,28 +195,12 @@ def late_records() -> list[dict[str, Any]]:
         # An order signed before the cut-off, given only after it; an order whose administration
         # was not done. Neither patient had a first dose by the cut-off.
         {"resourceType": "Patient", "id": "edge-given-late", "gender": "male", "birthDate": "1950-01-01"},
-        {
-            "resourceType": "MedicationRequest",
-            "id": "edge-given-late-order",
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": "Patient/edge-given-late"},
-            "authoredOn": "2023-08-25T09:00:00+09:00",
-            **rxnorm("1547545"),
-        },
+        pembrolizumab_order("edge-given-late-order", "Patient/edge-given-late", "2023-08-25T09:00:00+09:00"),
         administration(
             "edge-given-late-1", "Patient/edge-given-late", "2023-09-04T09:00:00+09:00", **rxnorm("1547545")
         ),
         {"resourceType": "Patient", "id": "edge-not-done", "gender": "female", "birthDate": "1950-01-01"},
-        {
-            "resourceType": "MedicationRequest",
-            "id": "edge-not-done-order",
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": "Patient/edge-not-done"},
-            "authoredOn": "2023-03-01T09:00:00+09:00",
-            **rxnorm("1547545"),
-        },
+        pembrolizumab_order("edge-not-done-order", "Patient/edge-not-done", "2023-03-01T09:00:00+09:00"),
         administration(
             "edge-not-done-1",
             "Patient/edge-not-done",
