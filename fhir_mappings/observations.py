@@ -442,17 +442,17 @@ def current_versions(
             groups.setdefault(f"{kind}/{rid}", []).append(position)
     dropped: set[int] = set()
     unordered: list[str] = []
-    for rid, positions in groups.items():
+    for key, positions in groups.items():
         if len(positions) < 2:
             continue
-        keys = [_version_key(entries[i][0]) for i in positions]
-        kinds = {key[0] for key in keys if key is not None}
-        if None not in keys and len(kinds) == 1:
-            latest = max(key for key in keys if key is not None)
-            dropped.update(i for i, key in zip(positions, keys, strict=True) if key != latest)
+        versions = [_version_key(entries[i][0]) for i in positions]
+        kinds = {version[0] for version in versions if version is not None}
+        if None not in versions and len(kinds) == 1:
+            latest = max(version for version in versions if version is not None)
+            dropped.update(i for i, version in zip(positions, versions, strict=True) if version != latest)
         elif any(text_of(entries[i][0], "status") in WITHDRAWN_STATUSES for i in positions):
             dropped.update(positions)
-            unordered.append(rid)
+            unordered.append(key)
     kept = [entry for position, entry in enumerate(entries) if position not in dropped]
     superseded = len(dropped) - sum(len(groups[r]) for r in unordered)
     return kept, superseded, unordered
