@@ -198,14 +198,21 @@ def test_the_summary_counts_the_cohort(small_cohort: Path, definition: CohortDef
     assert (summary.cohort_patients, len(rows), summary.synthetic_rows) == (62, 62, 60)
 
 
+def scored_patient() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A first dose and the blood count the day before it: neutrophils 9,500/uL, IG# 90/uL (IChIS 2)."""
+    patient = "Patient/p"
+    return (
+        administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545")),
+        count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00"),
+        count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00"),
+    )
+
+
 def test_windows_line_ends_and_blank_lines_are_read_alike_by_both_engines(
     tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
 ) -> None:
     """CRLF line ends, empty lines and lines of spaces between resources change nothing."""
-    patient = "Patient/p"
-    dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
-    neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
-    ig = count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    dose, neutrophils, ig = scored_patient()
     (tmp_path / "MedicationAdministration.ndjson").write_bytes(
         (json.dumps(dose) + "\r\n\r\n").encode("utf-8")
     )
@@ -228,10 +235,7 @@ def test_a_file_that_starts_with_a_byte_order_mark_is_read_without_it_by_both_en
 ) -> None:
     """Windows tools save UTF-8 with a byte-order mark; RFC 8259 lets a parser ignore it, and we do,
     plain or gzipped, and say which files had one."""
-    patient = "Patient/p"
-    dose = administration("a", patient, "2022-03-02T10:30:00+09:00", **rxnorm("1547545"))
-    neutrophils = count("n", patient, "751-8", "9.5", "10*3/uL", when="2022-03-01T08:00:00+09:00")
-    ig = count("ig", patient, "53115-2", "0.09", "10*3/uL", when="2022-03-01T08:00:00+09:00")
+    dose, neutrophils, ig = scored_patient()
     bom = b"\xef\xbb\xbf"
     (tmp_path / "MedicationAdministration.ndjson").write_bytes(bom + (json.dumps(dose) + "\n").encode())
     observations = "".join(json.dumps(r, default=float) + "\n" for r in (neutrophils, ig))
