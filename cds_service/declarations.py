@@ -55,15 +55,8 @@ BY_ID = {service.id: service for service in SERVICES}
 
 
 def lab_codes(mapping: MappingConfig) -> list[str]:
-    """``system|code`` tokens of every code of the card's concepts, in table order, then of the
-    panels that may carry them in components or members."""
-    tokens: list[str] = []
-    for name in CARD_CONCEPTS:
-        for entry in mapping.concepts[name].codes:
-            systems = (entry.system,) if entry.system else mapping.research_code_systems
-            tokens += [f"{system}|{entry.code}" for system in systems]
-    tokens += [f"{system}|{code}" for system, code in mapping.panel_codes]
-    return list(dict.fromkeys(tokens))
+    """``system|code`` tokens of the card's concepts and the panels that carry them, in table order."""
+    return mapping.search_codes(CARD_CONCEPTS)
 
 
 def prefetch_templates(mapping: MappingConfig, lab_count: int) -> dict[str, str]:

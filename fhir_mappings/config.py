@@ -8,7 +8,7 @@ caller's job.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -86,6 +86,18 @@ class MappingConfig:
                     index[(SYSTEM_ALIASES.get(system, system), entry.code)] = (concept, entry)
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_units", UnitNormaliser(self.unit_aliases))
+
+    def search_codes(self, concepts: Iterable[str]) -> list[str]:
+        """``system|code`` tokens for a FHIR search by code: every code of ``concepts`` (research
+        codes under each of the site's research systems), then the panels that may carry them in
+        components or members, which a search by code does not reach otherwise."""
+        tokens: list[str] = []
+        for name in concepts:
+            for entry in self.concepts[name].codes:
+                systems = (entry.system,) if entry.system else self.research_code_systems
+                tokens += [f"{system}|{entry.code}" for system in systems]
+        tokens += [f"{system}|{code}" for system, code in self.panel_codes]
+        return list(dict.fromkeys(tokens))
 
     def lookup(self, system: str | None, code: str | None) -> tuple[Concept, CodeEntry] | None:
         """The concept a Coding means under this site's tables, if any."""

@@ -38,16 +38,9 @@ class PatientRecord:
 
 
 def lab_codes(mapping: MappingConfig) -> list[str]:
-    """``system|code`` of every code the site maps to a concept: both parts, what derives IG#,
-    the rest of the blood count and the Sysmex research parameters; and the panels that may carry
-    them in components or members."""
-    tokens: list[str] = []
-    for concept in mapping.concepts.values():
-        for entry in concept.codes:
-            systems = (entry.system,) if entry.system else mapping.research_code_systems
-            tokens += [f"{system}|{entry.code}" for system in systems]
-    tokens += [f"{system}|{code}" for system, code in mapping.panel_codes]
-    return list(dict.fromkeys(tokens))
+    """``system|code`` of every code the site maps to a concept (both parts, what derives IG#, the
+    rest of the blood count, the Sysmex research parameters) and of the panels that carry them."""
+    return mapping.search_codes(mapping.concepts)
 
 
 def _observation_query(patient: str, mapping: MappingConfig, since: date) -> str:
