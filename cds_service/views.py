@@ -20,8 +20,9 @@ from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json
 from cds_service.settings import Runtime
 from cds_service.store import FeedbackItem, Store
 from fhir_mappings.assessment import Assessment, assess
-from fhir_mappings.medications import find_checkpoint_orders
+from fhir_mappings.medications import ORDER_TYPES, find_checkpoint_orders
 from fhir_mappings.scope import Scope, assess_scope
+from fhir_mappings.subjects import CallPatient, SubjectCheck, for_patient
 
 log = logging.getLogger("ichis.cds")
 blueprint = Blueprint("cds", __name__)
@@ -76,8 +77,11 @@ def call_service(service_id: str) -> Response:
             expression=["hook"],
         )
     runtime = _runtime()
+    # Relative references in the request are the EHR's: absolute ones must be on its server.
+    patient = CallPatient(hook.patient_id, hook.fhir_server)
+    _left_out("draft order", for_patient(hook.draft_orders, patient, ORDER_TYPES))
     only = hook.selections if hook.hook == "order-select" else None
-    orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only)
+    orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only, patient=patient)
     note(orders=list(dict.fromkeys(o.order for o in orders)))
     if not orders:
         note(outcome_text="no checkpoint-inhibitor order: no card")
@@ -88,8 +92,11 @@ def call_service(service_id: str) -> Response:
     note(queries=list(data.queries.values()))
     clock: Callable[[], datetime] = current_app.extensions["ichis.clock"]
     at = clock()
-    assessment = assess(data.entries("labs"), at, runtime.mapping)
-    scope = assess_scope(data.entries("conditions"), runtime.diagnoses)
+    assessment = assess(data.entries("labs"), at, runtime.mapping, patient=patient)
+    _left_out("result", assessment.subjects)
+    conditions = data.entries("conditions")
+    _left_out("condition", for_patient(conditions, patient, frozenset({"Condition"})))
+    scope = assess_scope(conditions, runtime.diagnoses, patient=patient)
     result = assessment.result
     note(
         observations=_observations_used(assessment),
@@ -138,6 +145,23 @@ def call_service(service_id: str) -> Response:
         extra={"cards": 1, "prefetched": data.prefetched, "fetched": data.fetched},
     )
     return _json({"cards": [card]})
+
+
+def _left_out(noun: str, check: SubjectCheck) -> None:
+    """Resources of another patient (or of none) in what the EHR sent: never used, logged by id
+    (never a value) with the hookInstance, and named in the call's audit record."""
+    if not check.foreign and not check.untied:
+        return
+    log.warning(
+        "%s(s) of another patient or without a subject were ignored",
+        noun,
+        extra={"other_patient": list(check.foreign), "no_subject": list(check.untied)},
+    )
+    facts = g.get("audit", {})
+    note(
+        foreign=[*facts.get("foreign", ()), *check.foreign],
+        untied=[*facts.get("untied", ()), *check.untied],
+    )
 
 
 def _observations_used(assessment: Assessment) -> list[str]:

@@ -24,6 +24,7 @@ from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
 from fhir_mappings.observations import Resource, current_versions, items_of, reference_of
+from fhir_mappings.subjects import CallPatient
 from ichis.measurement import plain
 from ichis.score import Part
 
@@ -578,7 +579,9 @@ def patient_row(
         for o in observations
         if _may_be_lab(o, definition.lab_code_set) and _in_lab_window(o, dose.day, definition)
     ]
-    assessment = assess([(r, None) for r in labs], dose.at, definition.mapping)
+    assessment = assess(
+        [(r, None) for r in labs], dose.at, definition.mapping, patient=CallPatient(dose.patient)
+    )
     result = assessment.result
     neutrophils = result.parts[Part.NEUTROPHILS]
     ig = result.parts[Part.IMMATURE_GRANULOCYTES]

@@ -14,6 +14,7 @@ from typing import Any
 from fhir_mappings.baseline import IG, NEUTROPHILS, Baseline, choose_baseline
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.observations import Extraction, Resource, extract_readings
+from fhir_mappings.subjects import CallPatient, SubjectCheck, SubjectRule, for_patient
 from ichis.icis import IcisResult, IcisValue, score_icis
 from ichis.measurement import Measurement, plain
 from ichis.reference import CITATION, DERIVATION_POPULATION, NATURE_OF_SCORE
@@ -35,11 +36,36 @@ class Assessment:
     extraction: Extraction
     icis: IcisResult | None
     reasons: tuple[str, ...]
+    #: The results that were this patient's, and those left out as another's or as untied.
+    subjects: SubjectCheck
+    #: ``Patient/id`` of the patient assessed.
+    patient: str
 
 
-def assess(entries: Iterable[tuple[Resource, str | None]], at: datetime, config: MappingConfig) -> Assessment:
-    """IChIS at reference time ``at`` from ``(resource, fullUrl)`` pairs."""
-    extraction = extract_readings(entries, config)
+#: The resources that carry results: the subject rule is applied to them here.
+_RESULT_TYPES = frozenset({"Observation", "DiagnosticReport"})
+
+
+def assess(
+    entries: Iterable[tuple[Resource, str | None]],
+    at: datetime,
+    config: MappingConfig,
+    *,
+    patient: CallPatient,
+) -> Assessment:
+    """IChIS for ``patient`` at reference time ``at`` from ``(resource, fullUrl)`` pairs.
+
+    Only results whose subject is ``patient`` are read (``fhir_mappings.subjects``); the others are
+    named in the reasons and in ``subjects``, never scored.
+    """
+    entries = list(entries)
+    check = for_patient(entries, patient, _RESULT_TYPES)
+    extraction = extract_readings(check.kept, config, SubjectRule(patient, entries))
+    subjects = SubjectCheck(
+        check.kept,
+        tuple(dict.fromkeys(check.foreign + extraction.foreign)),
+        tuple(dict.fromkeys(check.untied + extraction.untied)),
+    )
     baseline = choose_baseline(extraction, at, config)
     result = score_ichis(
         baseline.neutrophils.measurement,
@@ -47,11 +73,13 @@ def assess(entries: Iterable[tuple[Resource, str | None]], at: datetime, config:
         neutrophils_missing=baseline.neutrophils.missing_reason,
         immature_granulocytes_missing=baseline.immature_granulocytes.missing_reason,
     )
-    reasons = [part.explanation for part in result.parts.values() if part.points is None] + list(
-        baseline.reasons
-    )
+    reasons = [part.explanation for part in result.parts.values() if part.points is None]
+    reasons += subjects.sentences()
+    reasons += baseline.reasons
     icis = _icis(baseline, config)
-    return Assessment(result, baseline, extraction, icis, tuple(dict.fromkeys(reasons)))
+    return Assessment(
+        result, baseline, extraction, icis, tuple(dict.fromkeys(reasons)), subjects, patient.reference
+    )
 
 
 def _icis(baseline: Baseline, config: MappingConfig) -> IcisResult | None:
@@ -128,9 +156,14 @@ def assessment_json(assessment: Assessment) -> dict[str, Any]:
         "status": result.status.value,
         "lower": result.lower,
         "upper": result.upper,
+        "patient": assessment.patient,
         "reference_time": assessment.baseline.reference_time.isoformat(),
         "parts": parts,
         "reasons": list(assessment.reasons),
+        "left_out": {
+            "other_patient": list(assessment.subjects.foreign),
+            "no_subject": list(assessment.subjects.untied),
+        },
         "stratum": None,
         "about": {
             "nature": NATURE_OF_SCORE,

@@ -24,7 +24,7 @@ from decimal import Decimal, localcontext
 
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.observations import Extraction, Problem, Reading, SampleKey
-from ichis.measurement import Measurement
+from ichis.measurement import Comparator, Measurement
 
 NEUTROPHILS = "neutrophils"
 IG = "immature_granulocytes"
@@ -138,16 +138,47 @@ def _derive_ig(percent: Reading, wbc: Reading) -> tuple[Measurement | None, str]
     )
 
 
+_NOT_BELOW = frozenset({None, Comparator.GT, Comparator.GE})
+_NOT_ABOVE = frozenset({None, Comparator.LT, Comparator.LE})
+
+
+def _above_wbc(sample: _Sample, reading: Reading) -> str:
+    """Why a part of the leukocytes cannot be right: it exceeds the WBC of its own sample.
+
+    Checked only where the comparators decide it (``>10`` against a WBC of 5 does; ``<10`` does
+    not). Which of the two results is wrong cannot be known, so the part is not scored from it.
+    """
+    if WBC not in sample.readings:
+        return ""
+    wbc, _ = _pick(sample.readings[WBC])
+    if wbc is None or reading.comparator not in _NOT_BELOW or wbc.comparator not in _NOT_ABOVE:
+        return ""
+    if reading.value <= wbc.value:
+        return ""
+    return (
+        f"{reading.source.reference} ({reading.source.value_as_sent} {reading.source.unit_as_sent}) is "
+        f"above the WBC of the same sample, {wbc.source.reference} ({wbc.source.value_as_sent} "
+        f"{wbc.source.unit_as_sent}), which is impossible: one of them is wrong"
+    )
+
+
+def _measured(sample: _Sample, concept: str) -> tuple[Measurement | None, str]:
+    reading, conflict = _pick(sample.readings[concept])
+    if reading is None:
+        return None, conflict
+    if impossible := _above_wbc(sample, reading):
+        return None, impossible
+    return _measurement(reading), ""
+
+
 def _part_candidates(sample: _Sample, part: str) -> tuple[Measurement | None, str]:
     """A sample's measurement for a part (IG# measured, else derived), or why it has none."""
     if part == NEUTROPHILS:
         if NEUTROPHILS not in sample.readings:
             return None, ""
-        reading, conflict = _pick(sample.readings[NEUTROPHILS])
-        return (_measurement(reading), "") if reading else (None, conflict)
+        return _measured(sample, NEUTROPHILS)
     if IG in sample.readings:
-        reading, conflict = _pick(sample.readings[IG])
-        return (_measurement(reading), "") if reading else (None, conflict)
+        return _measured(sample, IG)
     if IG_PERCENT in sample.readings:
         percent, conflict = _pick(sample.readings[IG_PERCENT])
         if percent is None:

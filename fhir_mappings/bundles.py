@@ -136,44 +136,6 @@ def outcome_error(resource: Any) -> str | None:
     return None
 
 
-def patients_of(entries: list[tuple[Resource, str | None]]) -> set[str]:
-    """The distinct patients the Observations are about (``Patient/id`` or the subject as sent)."""
-    subjects: set[str] = set()
-    for resource, _ in entries:
-        if resource.get("resourceType") == "Observation":
-            subject = resource.get("subject")
-            reference = subject.get("reference") if isinstance(subject, dict) else None
-            if isinstance(reference, str) and reference:
-                # Patient/p1 and https://ehr.example/fhir/Patient/p1 are one patient.
-                subjects.add(canonical_reference(reference))
-    return subjects
-
-
-def only_patient(
-    entries: list[tuple[Resource, str | None]], patient: str
-) -> list[tuple[Resource, str | None]]:
-    """The entries of one patient: the Patient itself and resources whose subject points to it
-    (by ``Patient/id``, by the id alone, or by the Patient's fullUrl)."""
-    names = {patient, f"Patient/{patient}"}
-    for resource, full_url in entries:
-        if resource.get("resourceType") == "Patient" and resource.get("id") == patient.removeprefix(
-            "Patient/"
-        ):
-            names.add(f"Patient/{resource['id']}")
-            if full_url:
-                names.add(full_url)
-    kept = []
-    for resource, full_url in entries:
-        subject = resource.get("subject")
-        reference = subject.get("reference") if isinstance(subject, dict) else None
-        if resource.get("resourceType") == "Patient":
-            if f"Patient/{resource.get('id')}" in names or (full_url and full_url in names):
-                kept.append((resource, full_url))
-        elif reference is None or reference in names or canonical_reference(reference) in names:
-            kept.append((resource, full_url))
-    return kept
-
-
 def parse_document(text: str) -> list[tuple[Resource, str | None]]:
     """A FHIR JSON document or NDJSON text, whichever it is."""
     stripped = text.strip()

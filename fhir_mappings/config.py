@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fhir_mappings.units import UnitNormaliser, default_aliases
+from fhir_mappings.units import UnitError, UnitNormaliser, default_aliases
 from ichis.icis import ICIS_PARAMETERS, Band, IcisConfig, IcisConfigurationError, IcisRule
 
 
@@ -54,6 +54,25 @@ class Concept:
     research: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class PlausibleRange:
+    """What a concept's value can be at all, in its normalised unit (cells/uL for counts, percent
+    for percents), with the unit it was written in and where the bounds come from."""
+
+    low: Decimal | None
+    high: Decimal | None
+    unit: str
+    #: The bounds as written in the table (``0 - 440 10*3/uL``), for sentences.
+    written: str
+    source: str
+
+    def contains(self, value: Decimal) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        return f"{self.written}, {self.source}"
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     """Everything the mappers need to know about a site."""
@@ -73,6 +92,8 @@ class MappingConfig:
     #: (system, code) of panels that may carry the values in components or members: asked for in
     #: searches by code, never scored themselves.
     panel_codes: tuple[tuple[str, str], ...] = ()
+    #: Values outside these ranges are not scored (``data/plausibility.toml``, ``[plausibility]``).
+    plausibility: Mapping[str, PlausibleRange] = field(default_factory=dict)
     _index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = field(init=False, repr=False, compare=False)
     _units: UnitNormaliser = field(init=False, repr=False, compare=False)
 
@@ -219,8 +240,9 @@ def load_mapping_config(site: Mapping[str, Any] | None = None) -> MappingConfig:
         zone = ZoneInfo(str(zone_name))
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigurationError(f"baseline.naive_time_zone: unknown time zone '{zone_name}'") from None
+    concepts = _concepts(site)
     return MappingConfig(
-        concepts=_concepts(site),
+        concepts=concepts,
         research_code_systems=tuple(systems),
         unit_aliases=aliases,
         lookback=timedelta(days=days),
@@ -228,7 +250,67 @@ def load_mapping_config(site: Mapping[str, Any] | None = None) -> MappingConfig:
         naive_time_zone=zone,
         icis=_icis(site.get("icis")),
         panel_codes=_panels(site.get("lab_panels", {})),
+        plausibility=_plausibility(site.get("plausibility", {}), concepts, UnitNormaliser(aliases)),
     )
+
+
+def _plausibility(
+    site: Any, concepts: Mapping[str, Concept], units: UnitNormaliser
+) -> dict[str, PlausibleRange]:
+    """The shipped plausibility table with a site's changes: per concept, ``low`` and/or ``high``
+    (strings, exact) in ``unit``, and the ``source`` of the bounds; ``high = "none"`` removes one."""
+    if not isinstance(site, dict):
+        raise ConfigurationError("[plausibility] must be a table with one sub-table per concept")
+    shipped = _data("plausibility.toml")["ranges"]
+    ranges: dict[str, PlausibleRange] = {}
+    for name in {**shipped, **site}:
+        where = f"plausibility.{name}"
+        if name not in concepts:
+            raise ConfigurationError(f"{where}: no lab concept is called '{name}'")
+        change = site.get(name, {})
+        if not isinstance(change, dict):
+            raise ConfigurationError(f"{where} must be a table (low, high, unit, source)")
+        raw = {**shipped.get(name, {}), **change}
+        unknown = set(raw) - {"low", "high", "unit", "source"}
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        concept = concepts[name]
+        unit = raw.get("unit")
+        source = raw.get("source")
+        if not isinstance(unit, str) or not unit:
+            raise ConfigurationError(f"{where}: 'unit' is required (the unit low and high are written in)")
+        if not isinstance(source, str) or not source.strip():
+            raise ConfigurationError(f"{where}: 'source' is required (where the bounds come from)")
+        bounds: list[Decimal | None] = []
+        for key in ("low", "high"):
+            value = raw.get(key)
+            if value is None or value == "none":
+                bounds.append(None)
+                continue
+            number = _decimal(value, f"{where}.{key}")
+            try:
+                if concept.kind == "count":
+                    bounds.append(units.to_per_uL(number, unit, None, None))
+                elif concept.kind == "percent":
+                    bounds.append(units.to_percent(number, unit, None, None))
+                else:
+                    bounds.append(units.in_unit(number, unit, None, None, concept.unit or "1"))
+            except UnitError as error:
+                raise ConfigurationError(f"{where}: {error}") from None
+        low, high = bounds
+        if low is not None and high is not None and low > high:
+            raise ConfigurationError(f"{where}: low is above high")
+        if low is None and high is None:
+            continue
+        shown_unit = {"10*3/uL": "x10^3/uL", "10*9/L": "x10^9/L"}.get(unit, unit)
+        if low is not None and high is not None:
+            written = f"{raw['low']} to {raw['high']} {shown_unit}"
+        elif high is not None:
+            written = f"at most {raw['high']} {shown_unit}"
+        else:
+            written = f"at least {raw['low']} {shown_unit}"
+        ranges[name] = PlausibleRange(low, high, unit, written, source.strip())
+    return ranges
 
 
 def _panels(site: Any) -> tuple[tuple[str, str], ...]:

@@ -31,6 +31,10 @@ from fhir_mappings.observations import (
     reference_of,
     text_of,
 )
+from fhir_mappings.subjects import CallPatient, for_patient
+
+#: The resources a draft order may be; the subject rule applies to them.
+ORDER_TYPES = frozenset({"MedicationRequest"})
 
 #: MedicationRequest statuses that are not (or no longer) an order being placed.
 INACTIVE_ORDER_STATUSES = frozenset({"cancelled", "entered-in-error", "stopped", "completed"})
@@ -198,8 +202,13 @@ def find_checkpoint_orders(
     entries: Iterable[tuple[Resource, str | None]],
     table: DrugTable,
     only: Iterable[str] | None = None,
+    *,
+    patient: CallPatient,
 ) -> list[CheckpointOrder]:
-    """Checkpoint-inhibitor MedicationRequests among ``(resource, fullUrl)`` pairs.
+    """Checkpoint-inhibitor MedicationRequests of ``patient`` among ``(resource, fullUrl)`` pairs.
+
+    An order whose subject is another patient, or names none, is never this patient's order
+    (``fhir_mappings.subjects``).
 
     ``only`` restricts the search to these references (CDS Hooks order-select ``selections``).
     Orders that are cancelled, stopped or entered in error are not orders being placed, nor is an
@@ -212,7 +221,7 @@ def find_checkpoint_orders(
     # Selections name orders as references: relative as in the spec's examples, or absolute.
     wanted = {canonical_reference(s) for s in only} | set(only) if only is not None else None
     found = []
-    for resource, full_url in entries:
+    for resource, full_url in for_patient(entries, patient, ORDER_TYPES).kept:
         if not isinstance(resource, Mapping) or resource.get("resourceType") != "MedicationRequest":
             continue
         ref = reference_of(resource, full_url)

@@ -7,6 +7,7 @@ rejected over fields we do not use. Spec: https://hl7.org/fhir/R4/observation.ht
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 from fhir_mappings.config import CodeEntry, Concept, MappingConfig
 from fhir_mappings.fhirtime import TimeFormatError, When, parse_when, utc
+from fhir_mappings.subjects import SubjectRule, Verdict
 from fhir_mappings.units import UnitError
 from ichis.measurement import Comparator, Source, plain
 
@@ -88,7 +90,16 @@ class Extraction:
     problems: tuple[Problem, ...]
     #: Sentences about the data as a whole (withdrawn results, assumed time zones).
     notes: tuple[str, ...]
+    #: Results contained in a report or panel whose own subject is another patient, or names no
+    #: patient that resolves (their containers were this patient's).
+    foreign: tuple[str, ...] = ()
+    untied: tuple[str, ...] = ()
 
+
+#: A value with one of these comparators bounds the truth from above (below): it cannot be
+#: implausibly high (low) by itself.
+_UPPER_BOUNDS = frozenset({Comparator.LT, Comparator.LE})
+_LOWER_BOUNDS = frozenset({Comparator.GT, Comparator.GE})
 
 _NUMERIC_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*-?\d+(?:[.,]\d+)?\s*$")
 
@@ -348,6 +359,10 @@ class _Reader:
         except UnitError as error:
             self._problem(concept, reference, when, f"has a unit that cannot be used: {error}")
             return
+        shown = f"{plain_as_sent(value)} {unit_text or unit_code or ''}".strip()
+        if (doubt := self._implausible(concept, value, normalised, comparator, shown)) is not None:
+            self._problem(concept, reference, when, doubt)
+            return
         if when.zone_assumed:
             self.zone_assumed += 1
         sample = SampleKey(_specimen(obs) or panel_specimen, panel, when.earliest)
@@ -371,6 +386,36 @@ class _Reader:
                 status_preference=STATUS_PREFERENCE.get(str(status), 3),
             )
         )
+
+    def _implausible(
+        self,
+        concept: Concept,
+        value: Decimal,
+        normalised: Decimal,
+        comparator: Comparator | None,
+        shown: str,
+    ) -> str | None:
+        """Why a value lies outside what any blood count can be (the site's plausibility table),
+        with the likely cause; None when it is plausible. A bound sent with a comparator is
+        impossible only when the bound itself is outside on the open side (``>500`` x10^3/uL)."""
+        bounds = self.config.plausibility.get(concept.name)
+        if bounds is None:
+            return None
+        if bounds.high is not None and normalised > bounds.high and comparator not in _UPPER_BOUNDS:
+            ratio = normalised / value if value else Decimal(0)
+            if concept.kind == "count" and ratio >= 1000 and bounds.contains(normalised / 1000):
+                hint = "was it sent in /uL (a count per microlitre labelled as thousands)?"
+            else:
+                hint = "check the value and unit the laboratory sent"
+            return (
+                f"is {shown}, above any {concept.label} this analyser reports ({bounds.describe()}); {hint}"
+            )
+        if bounds.low is not None and normalised < bounds.low and comparator not in _LOWER_BOUNDS:
+            return (
+                f"is {shown}, below any {concept.label} this analyser reports ({bounds.describe()}); "
+                "check the value and unit the laboratory sent"
+            )
+        return None
 
     def _non_quantity(self, part: Resource, concept: Concept, reference: str, when: When) -> None:
         text = part.get("valueString")
@@ -458,50 +503,148 @@ def current_versions(
     return kept, superseded, unordered
 
 
-def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: MappingConfig) -> Extraction:
+#: Containers of results: a panel Observation points to them by ``hasMember``, a DiagnosticReport by
+#: ``result`` (https://hl7.org/fhir/R4/diagnosticreport.html); both may carry them ``contained``.
+_MEMBERS = {"Observation": "hasMember", "DiagnosticReport": "result"}
+#: How deep panels inside reports are followed (a report of panels of results is two).
+_MAX_NESTING = 3
+
+
+def _container_specimen(container: Resource) -> str | None:
+    """A panel's specimen, or a report's when it names exactly one (else its results' own)."""
+    if container.get("resourceType") != "DiagnosticReport":
+        return _specimen(container)
+    specimens = [s for s in items_of(container, "specimen") if isinstance(s, dict)]
+    return _specimen({"specimen": specimens[0]}) if len(specimens) == 1 else None
+
+
+class _Containers:
+    """Reads the results that panels and reports hold, passing on their time, specimen and
+    subject to results that lack them; a contained result with a subject of its own must be this
+    patient's too."""
+
+    def __init__(
+        self, reader: _Reader, index: Mapping[str, Resource], rule: SubjectRule | None, config: MappingConfig
+    ) -> None:
+        self.reader, self.index, self.rule, self.config = reader, index, rule, config
+        self.seen: set[int] = set()
+        self.withdrawn = 0
+        self.foreign: list[str] = []
+        self.untied: list[str] = []
+
+    def withdraw(self, container: Resource, contained: Mapping[str, Resource]) -> None:
+        """A container withdrawn as a whole withdraws its results, wherever they are sent."""
+        for target in self._targets(container, contained):
+            if id(target) not in self.seen:
+                self.seen.add(id(target))
+                self.withdrawn += 1
+
+    def _targets(self, container: Resource, contained: Mapping[str, Resource]) -> list[Resource]:
+        found = []
+        for member in items_of(container, _MEMBERS.get(str(container.get("resourceType")), "hasMember")):
+            ref = member.get("reference") if isinstance(member, dict) else None
+            if not isinstance(ref, str):
+                continue
+            target = contained.get(ref) if ref.startswith("#") else lookup(self.index, ref)
+            if target is not None and target.get("resourceType") == "Observation":
+                found.append(target)
+        return found
+
+    def read(
+        self,
+        container: Resource,
+        container_ref: str,
+        contained: Mapping[str, Resource],
+        *,
+        when: When | None = None,
+        specimen: str | None = None,
+        depth: int = 0,
+    ) -> None:
+        # An unreadable container time: its results keep their own.
+        with contextlib.suppress(TimeFormatError):
+            when = _effective(container, self.config) or when
+        specimen = _container_specimen(container) or specimen
+        members = items_of(container, _MEMBERS.get(str(container.get("resourceType")), "hasMember"))
+        targets: list[tuple[Resource, str]] = []
+        for member in members:
+            ref = member.get("reference") if isinstance(member, dict) else None
+            if not isinstance(ref, str):
+                continue
+            target = contained.get(ref) if ref.startswith("#") else lookup(self.index, ref)
+            if target is None or target.get("resourceType") != "Observation":
+                continue
+            name = f"{container_ref}{ref}" if ref.startswith("#") else reference_of(target, ref)
+            targets.append((target, name))
+        if container.get("resourceType") == "DiagnosticReport":
+            # Results a report carries contained without listing them in ``result`` are still its
+            # results (feeds do this); read after the listed ones.
+            targets += [
+                (c, f"{container_ref}#{c.get('id')}")
+                for c in items_of(container, "contained")
+                if isinstance(c, dict) and c.get("resourceType") == "Observation"
+            ]
+        for target, name in targets:
+            if id(target) in self.seen:
+                continue
+            self.seen.add(id(target))
+            if any(target is c for c in contained.values()) and not self._own(target, name):
+                continue
+            self.reader.observation(target, name, container_ref, when, specimen)
+            if depth < _MAX_NESTING and target.get("hasMember"):
+                # A panel inside a report: its members resolve in the report's contained list too.
+                inner = {**contained, **_contained(target)}
+                if text_of(target, "status") in WITHDRAWN_STATUSES:
+                    self.withdraw(target, inner)
+                else:
+                    self.read(target, name, inner, when=when, specimen=specimen, depth=depth + 1)
+
+    def _own(self, result: Resource, name: str) -> bool:
+        """A contained result without a subject is its container's; with one, it must be ours."""
+        if self.rule is None or result.get("subject") is None:
+            return True
+        verdict = self.rule.reference(result.get("subject"))
+        if verdict is Verdict.FOREIGN:
+            self.foreign.append(name)
+        elif verdict is Verdict.UNTIED:
+            self.untied.append(name)
+        return verdict is Verdict.OWN
+
+
+def _contained(resource: Resource) -> dict[str, Resource]:
+    return {f"#{c.get('id')}": c for c in items_of(resource, "contained") if isinstance(c, dict)}
+
+
+def extract_readings(
+    entries: Iterable[tuple[Resource, str | None]],
+    config: MappingConfig,
+    rule: SubjectRule | None = None,
+) -> Extraction:
     """Every usable reading among ``(resource, fullUrl)`` pairs, and every unusable one, explained.
 
-    Panels (``hasMember``) pass their time and specimen to members that lack them, and members
-    only present as ``contained`` resources are read from the panel. A member seen both inside a
-    panel and standalone is read once.
+    Panels (``hasMember``) and DiagnosticReports (``result``) pass their time and specimen to
+    results that lack them, and results only present as ``contained`` resources are read from
+    their container. A result seen both inside a container and standalone is read once. ``rule``
+    judges contained results that name a subject of their own (the entries themselves are this
+    patient's: see ``fhir_mappings.subjects.for_patient``).
     """
     entries, superseded, unordered = current_versions(list(entries))
     index = index_resources(entries)
     reader = _Reader(config)
-    seen: set[int] = set()
-    panels: list[tuple[Resource, str]] = []
-    panel_withdrawn = 0
+    containers = _Containers(reader, index, rule, config)
+    found: list[tuple[Resource, str]] = []
     for resource, full_url in entries:
-        is_observation = isinstance(resource, dict) and resource.get("resourceType") == "Observation"
-        if is_observation and resource.get("hasMember"):
-            panels.append((resource, reference_of(resource, full_url)))
-    # Valid panels first: a result that a valid panel also points to is not withdrawn by another.
-    panels.sort(key=lambda item: text_of(item[0], "status") in WITHDRAWN_STATUSES)
-    for panel, panel_ref in panels:
-        if text_of(panel, "status") in WITHDRAWN_STATUSES:
-            # A panel withdrawn as a whole withdraws its results, wherever they are sent.
-            for member in items_of(panel, "hasMember"):
-                ref = member.get("reference") if isinstance(member, dict) else None
-                target = lookup(index, ref) if isinstance(ref, str) and not ref.startswith("#") else None
-                if target is not None and id(target) not in seen:
-                    seen.add(id(target))
-                    panel_withdrawn += 1
-            continue
-        try:
-            panel_when = _effective(panel, config)
-        except TimeFormatError:
-            panel_when = None
-        contained = {f"#{c.get('id')}": c for c in items_of(panel, "contained") if isinstance(c, dict)}
-        for member in items_of(panel, "hasMember"):
-            ref = member.get("reference") if isinstance(member, dict) else None
-            if not isinstance(ref, str):
-                continue
-            target = contained.get(ref) or lookup(index, ref)
-            if target is None or target.get("resourceType") != "Observation" or id(target) in seen:
-                continue
-            seen.add(id(target))
-            name = f"{panel_ref}{ref}" if ref.startswith("#") else reference_of(target, ref)
-            reader.observation(target, name, panel_ref, panel_when, _specimen(panel))
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        if (kind == "Observation" and resource.get("hasMember")) or kind == "DiagnosticReport":
+            found.append((resource, reference_of(resource, full_url)))
+    # Valid containers first: a result that a valid one also points to is not withdrawn by another.
+    found.sort(key=lambda item: text_of(item[0], "status") in WITHDRAWN_STATUSES)
+    for container, container_ref in found:
+        if text_of(container, "status") in WITHDRAWN_STATUSES:
+            containers.withdraw(container, _contained(container))
+        else:
+            containers.read(container, container_ref, _contained(container))
+    seen = containers.seen
+    panel_withdrawn = containers.withdrawn
     for resource, full_url in entries:
         if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
             continue
@@ -523,11 +666,18 @@ def extract_readings(entries: Iterable[tuple[Resource, str | None]], config: Map
         )
     if panel_withdrawn:
         notes.append(
-            f"{panel_withdrawn} result(s) of a panel marked entered-in-error or cancelled were left out."
+            f"{panel_withdrawn} result(s) of a panel or report marked entered-in-error or cancelled "
+            "were left out."
         )
     if reader.zone_assumed:
         notes.append(
             f"{reader.zone_assumed} result time(s) came without a time zone or without a time of "
             f"day and were read in the site's zone ({config.naive_time_zone})."
         )
-    return Extraction(tuple(reader.readings), tuple(reader.problems), tuple(notes))
+    return Extraction(
+        tuple(reader.readings),
+        tuple(reader.problems),
+        tuple(notes),
+        tuple(containers.foreign),
+        tuple(containers.untied),
+    )

@@ -15,9 +15,11 @@ from importlib import resources
 from typing import Any
 
 from fhir_mappings.observations import Resource, codings, reference_of
+from fhir_mappings.subjects import CallPatient, for_patient
 
 SNOMED = "http://snomed.info/sct"
 _DISCARDED = frozenset({"refuted", "entered-in-error"})
+_CONDITION = frozenset({"Condition"})
 
 
 class Scope(StrEnum):
@@ -71,12 +73,15 @@ class DiagnosisTable:
         return lung, small
 
 
-def assess_scope(entries: Iterable[tuple[Resource, str | None]], table: DiagnosisTable) -> ScopeAssessment:
-    """Where the patient stands relative to the derivation population, with the deciding conditions."""
+def assess_scope(
+    entries: Iterable[tuple[Resource, str | None]], table: DiagnosisTable, *, patient: CallPatient
+) -> ScopeAssessment:
+    """Where ``patient`` stands relative to the derivation population, with the deciding conditions.
+    Conditions of another patient (or of none) are not read (``fhir_mappings.subjects``)."""
     seen_any = False
     lung_refs: list[str] = []
     small_refs: list[str] = []
-    for resource, full_url in entries:
+    for resource, full_url in for_patient(entries, patient, _CONDITION).kept:
         if not isinstance(resource, Mapping) or resource.get("resourceType") != "Condition":
             continue
         verification = _code(resource.get("verificationStatus"))

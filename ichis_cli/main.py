@@ -67,14 +67,9 @@ def parse_at(text: str | None) -> datetime:
 
 def _score(args: argparse.Namespace) -> int:
     from fhir_mappings.assessment import assess, assessment_json
-    from fhir_mappings.bundles import (
-        FhirInputError,
-        only_patient,
-        outcome_error,
-        parse_document,
-        patients_of,
-    )
+    from fhir_mappings.bundles import FhirInputError, outcome_error, parse_document
     from fhir_mappings.config import ConfigurationError, load_mapping_config
+    from fhir_mappings.subjects import CallPatient, patients_named
 
     at = parse_at(args.at)
     try:
@@ -102,16 +97,27 @@ def _score(args: argparse.Namespace) -> int:
                 f"{args.file} carries an error OperationOutcome ({reported}); its results may be incomplete",
             )
     if args.patient:
-        entries = only_patient(entries, args.patient)
+        try:
+            patient = CallPatient.parse(args.patient)
+        except ValueError:
+            raise CliError(EXIT_USAGE, f"--patient '{args.patient}' is not a patient id") from None
     else:
-        subjects = patients_of(entries)
-        if len(subjects) > 1:
+        named = patients_named(entries)
+        if len(named) > 1:
             # Scoring results of several patients together would mix their blood counts.
             raise CliError(
                 EXIT_INPUT,
-                f"{args.file} holds results of {len(subjects)} patients; choose one with --patient ID",
+                f"{args.file} holds results of {len(named)} patients; choose one with --patient ID",
             )
-    assessment = assess(entries, at, config)
+        if not named:
+            # A result that names no patient cannot be told from another patient's: never scored.
+            raise CliError(
+                EXIT_INPUT,
+                f"{args.file} names no patient (no Patient and no result subject); "
+                "results without a subject are never scored",
+            )
+        patient = CallPatient(named.pop())
+    assessment = assess(entries, at, config, patient=patient)
     json.dump(assessment_json(assessment), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return EXIT_OK

@@ -62,8 +62,12 @@ class DemoPatient:
 
 
 def _cbc(
-    neut: str, ig: str | None, unit: str = "10*3/uL", *, ucum: bool = True, wbc: str = "7.1"
+    neut: str, ig: str | None, unit: str = "10*3/uL", *, ucum: bool = True, wbc: str | None = None
 ) -> tuple[Lab, ...]:
+    if wbc is None:
+        # The leukocytes are the neutrophils plus the rest (lymphocytes 1.6, monocytes and others):
+        # a WBC below its own neutrophil count is impossible, and the service says so.
+        wbc = str((Decimal(neut) + Decimal("2.4")).quantize(Decimal("0.1")))
     labs = [
         Lab("neutrophils", neut, unit, ucum),
         Lab("wbc", wbc, unit, ucum),

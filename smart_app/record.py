@@ -105,7 +105,15 @@ def read_record(
             )
     try:
         if "patient" in answers:
-            record.patient = answers["patient"]
+            sent = answers["patient"]
+            if sent.get("resourceType") == "Patient" and sent.get("id") == patient:
+                record.patient = sent
+            else:
+                # Never another patient's name on this patient's page.
+                record.notes.append(
+                    f"The EHR answered the read of Patient/{patient} with another resource "
+                    f"({sent.get('resourceType')}/{sent.get('id')}); it is not shown."
+                )
         if "observations" in answers:
             record.observations = list(resource_entries(answers["observations"]))
         if "conditions" in answers:

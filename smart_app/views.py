@@ -31,6 +31,7 @@ from fhir_mappings.assessment import assess
 from fhir_mappings.client import FhirClient
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.scope import DiagnosisTable, assess_scope
+from fhir_mappings.subjects import CallPatient
 from smart_app.context import parse_app_context
 from smart_app.details import build_page
 from smart_app.errors import (
@@ -357,8 +358,13 @@ def _render_details(key: str, *, print_view: bool) -> Response:
     since = (at - timedelta(days=runtime.settings.trend_days)).date()
     record = read_record(client, patient, grants, service.mapping, since)
     # The score comes from the one path every surface uses, at the card's order time.
-    assessment = assess(record.observations or [], at, service.mapping)
-    scope = assess_scope(record.conditions, service.diagnoses) if record.conditions is not None else None
+    subject = CallPatient(patient, str(launch["iss"]))
+    assessment = assess(record.observations or [], at, service.mapping, patient=subject)
+    scope = (
+        assess_scope(record.conditions, service.diagnoses, patient=subject)
+        if record.conditions is not None
+        else None
+    )
     page = build_page(
         assessment,
         record=record,

@@ -23,6 +23,7 @@ from cohort.records import (
     survival,
 )
 from fhir_mappings.assessment import assess
+from fhir_mappings.subjects import CallPatient
 from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm
 
 D0 = date(2022, 3, 2)
@@ -310,7 +311,12 @@ def test_the_row_scores_exactly_as_the_service_does(definition: CohortDefinition
     lines = blood("9.00", "0.09")
     row = patient_row(dose(), lines, definition)
     assert row is not None
-    expected = assess([(json.loads(text), None) for _, text in lines], dose().at, definition.mapping).result
+    expected = assess(
+        [(json.loads(text), None) for _, text in lines],
+        dose().at,
+        definition.mapping,
+        patient=CallPatient("p1"),
+    ).result
     assert (expected.score, "9000", "90", 0, 1) == (
         row["ichis"],
         row["neutrophils_per_uL"],

@@ -17,6 +17,7 @@ import requests
 from fhir_mappings.assessment import assess, assessment_json
 from fhir_mappings.bundles import dumps, loads
 from fhir_mappings.config import load_mapping_config
+from fhir_mappings.subjects import CallPatient
 from sandbox.ehr.state import EXTENSION as EHR_STATE
 from tests.integration.proxy import RecordingProxy
 from tests.smart.conftest import NOW, SmartEnv, app_context
@@ -68,7 +69,9 @@ def test_the_page_states_exactly_what_the_shared_assessment_computes(
     env.fhir.add_patient("ichis-demo-derived")
     page = env.open("ichis-demo-derived", appContext=app_context("ichis-demo-derived"))
     entries = [(r, None) for r in loads(dumps(env.fhir.resources))]
-    expected = assessment_json(assess(entries, NOW, load_mapping_config()))
+    expected = assessment_json(
+        assess(entries, NOW, load_mapping_config(), patient=CallPatient("ichis-demo-derived"))
+    )
     ig = expected["parts"]["immature_granulocytes"]
     assert (expected["ichis"], ig["value_per_uL"], ig["derived"]) == (1, "128.8", True)
     text = text_of(page.text)

@@ -10,6 +10,7 @@ import pytest
 
 from fhir_mappings.assessment import Assessment, assess, assessment_json
 from fhir_mappings.config import load_mapping_config
+from fhir_mappings.subjects import CallPatient
 from ichis.measurement import plain
 from ichis.score import Part
 from tests.builders import IG_COUNT, IG_PERCENT, NEUT, WBC, entries, observation, quantity
@@ -17,10 +18,12 @@ from tests.builders import IG_COUNT, IG_PERCENT, NEUT, WBC, entries, observation
 AT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 DAY_BEFORE = "2024-02-29T09:00:00Z"
 CONFIG = load_mapping_config()
+#: The builders' default subject.
+P1 = CallPatient("p1")
 
 
 def run(*resources: dict[str, Any], at: datetime = AT, site: dict[str, Any] | None = None) -> Assessment:
-    return assess(entries(*resources), at, load_mapping_config(site) if site else CONFIG)
+    return assess(entries(*resources), at, load_mapping_config(site) if site else CONFIG, patient=P1)
 
 
 def score_of(*resources: dict[str, Any], **kwargs: Any) -> tuple[int | None, int, int]:
@@ -187,6 +190,7 @@ def test_values_inside_components_are_read() -> None:
     cbc = {
         "resourceType": "Observation",
         "id": "cbc",
+        "subject": {"reference": "Patient/p1"},
         "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
         "effectiveDateTime": DAY_BEFORE,
@@ -211,6 +215,7 @@ def cbc_panel(*members: str, pid: str = "panel", status: str = "final", **extra:
     return {
         "resourceType": "Observation",
         "id": pid,
+        "subject": {"reference": "Patient/p1"},
         "status": status,
         "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
         "effectiveDateTime": DAY_BEFORE,
@@ -269,7 +274,9 @@ def test_the_members_of_a_withdrawn_panel_are_withdrawn_too() -> None:
     member = observation("m1", NEUT, "9.3", effective=DAY_BEFORE)
     assessment = run(cbc_panel("Observation/m1", status="entered-in-error"), member, ig("0.02"))
     assert assessment.result.parts[Part.NEUTROPHILS].measurement is None
-    assert "1 result(s) of a panel marked entered-in-error or cancelled were left out." in reasons(assessment)
+    assert "1 result(s) of a panel or report marked entered-in-error or cancelled were left out." in reasons(
+        assessment
+    )
 
 
 def version(resource: dict[str, Any], **meta: str) -> dict[str, Any]:

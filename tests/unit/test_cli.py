@@ -53,7 +53,7 @@ def test_standard_input_is_read_with_a_dash() -> None:
 
 def test_the_reference_time_defaults_to_now(tmp_path: Path) -> None:
     empty = tmp_path / "empty.json"
-    empty.write_text('{"resourceType": "Bundle", "type": "collection"}')
+    empty.write_text('{"resourceType": "Patient", "id": "p1"}')
     out = json.loads(ichis("score", str(empty)).stdout)
     assert out["status"] == "unavailable"
     assert out["reference_time"].endswith("+00:00")
@@ -270,5 +270,5 @@ def test_a_result_deleted_in_a_history_bundle_does_not_count(tmp_path: Path) -> 
     for entries, expected in ((deleted, None), (recreated, "12000")):
         saved = tmp_path / "history.json"
         saved.write_text(json.dumps({"resourceType": "Bundle", "type": "history", "entry": entries}))
-        out = json.loads(ichis("score", str(saved), "--at", "2024-03-02T00:00:00Z").stdout)
+        out = json.loads(ichis("score", str(saved), "--at", "2024-03-02T00:00:00Z", "--patient", "p1").stdout)
         assert out["parts"]["neutrophils"]["value_per_uL"] == expected

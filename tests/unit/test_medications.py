@@ -8,8 +8,10 @@ import pytest
 
 from fhir_mappings.config import ConfigurationError
 from fhir_mappings.medications import DrugTable, find_checkpoint_orders
+from fhir_mappings.subjects import CallPatient
 
 TABLE = DrugTable()
+P1 = CallPatient("p1")
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 FORMULARY = "http://hospital.example/formulary"
@@ -38,7 +40,7 @@ def coded(system: str, code: str, display: str = "") -> dict[str, Any]:
 
 
 def drugs_of(medication: dict[str, Any], table: DrugTable = TABLE) -> list[str]:
-    return [o.drug for o in find_checkpoint_orders([(order("mr1", medication), None)], table)]
+    return [o.drug for o in find_checkpoint_orders([(order("mr1", medication), None)], table, patient=P1)]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +65,7 @@ def drugs_of(medication: dict[str, Any], table: DrugTable = TABLE) -> list[str]:
 def test_checkpoint_inhibitor_orders_are_recognised(
     medication: dict[str, Any], drug: str, matched: str
 ) -> None:
-    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE)
+    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE, patient=P1)
     assert [(o.order, o.drug) for o in found] == [("MedicationRequest/mr1", drug)]
     assert found[0].matched_by.startswith(matched)
 
@@ -78,7 +80,7 @@ def test_checkpoint_inhibitor_orders_are_recognised(
     ],
 )
 def test_other_drugs_are_not_checkpoint_inhibitors(medication: dict[str, Any]) -> None:
-    assert find_checkpoint_orders([(order("mr1", medication), None)], TABLE) == []
+    assert find_checkpoint_orders([(order("mr1", medication), None)], TABLE, patient=P1) == []
 
 
 def test_a_contained_medication_is_resolved() -> None:
@@ -87,14 +89,16 @@ def test_a_contained_medication_is_resolved() -> None:
         medicationReference={"reference": "#med"},
         contained=[{"resourceType": "Medication", "id": "med", "code": coded(RXNORM, "1792776")}],
     )
-    assert [o.drug for o in find_checkpoint_orders([(request, None)], TABLE)] == ["atezolizumab"]
+    assert [o.drug for o in find_checkpoint_orders([(request, None)], TABLE, patient=P1)] == ["atezolizumab"]
 
 
 def test_a_medication_in_the_same_bundle_is_resolved_by_full_url_or_id() -> None:
     medication = {"resourceType": "Medication", "id": "m7", "code": {"text": "Imfinzi 50 mg/mL"}}
     by_url = order("mr1", medicationReference={"reference": "urn:uuid:abc"})
     by_id = order("mr2", medicationReference={"reference": "Medication/m7"})
-    found = find_checkpoint_orders([(medication, "urn:uuid:abc"), (by_url, None), (by_id, None)], TABLE)
+    found = find_checkpoint_orders(
+        [(medication, "urn:uuid:abc"), (by_url, None), (by_id, None)], TABLE, patient=P1
+    )
     assert [(o.order, o.drug) for o in found] == [
         ("MedicationRequest/mr1", "durvalumab"),
         ("MedicationRequest/mr2", "durvalumab"),
@@ -108,9 +112,9 @@ def test_a_medication_in_the_same_bundle_is_resolved_by_an_absolute_or_versioned
     """The Medication came without fullUrl; the reference still ends in Medication/m7."""
     medication = {"resourceType": "Medication", "id": "m7", "code": {"text": "Imfinzi 50 mg/mL"}}
     request = order("mr1", medicationReference={"reference": reference})
-    assert [o.drug for o in find_checkpoint_orders([(medication, None), (request, None)], TABLE)] == [
-        "durvalumab"
-    ]
+    assert [
+        o.drug for o in find_checkpoint_orders([(medication, None), (request, None)], TABLE, patient=P1)
+    ] == ["durvalumab"]
 
 
 def test_a_medication_ingredient_code_is_enough() -> None:
@@ -121,25 +125,33 @@ def test_a_medication_ingredient_code_is_enough() -> None:
         "ingredient": [{"itemCodeableConcept": coded(RXNORM, "1597876")}],
     }
     request = order("mr1", medicationReference={"reference": "Medication/m"})
-    assert [o.drug for o in find_checkpoint_orders([(medication, None), (request, None)], TABLE)] == [
-        "nivolumab"
-    ]
+    assert [
+        o.drug for o in find_checkpoint_orders([(medication, None), (request, None)], TABLE, patient=P1)
+    ] == ["nivolumab"]
 
 
 def test_only_selected_orders_are_considered_when_a_selection_is_given() -> None:
     first = order("a", coded(RXNORM, "1547545"))
     second = order("b", coded(RXNORM, "1597876"))
-    found = find_checkpoint_orders([(first, None), (second, None)], TABLE, only=["MedicationRequest/b"])
+    found = find_checkpoint_orders(
+        [(first, None), (second, None)], TABLE, only=["MedicationRequest/b"], patient=P1
+    )
     assert [o.drug for o in found] == ["nivolumab"]
     absolute = ["https://ehr.example/fhir/MedicationRequest/b"]  # a selection written absolute
     assert [
-        o.drug for o in find_checkpoint_orders([(first, None), (second, None)], TABLE, only=absolute)
+        o.drug
+        for o in find_checkpoint_orders([(first, None), (second, None)], TABLE, only=absolute, patient=P1)
     ] == ["nivolumab"]
 
 
 @pytest.mark.parametrize("status", ["cancelled", "entered-in-error", "stopped", "completed"])
 def test_withdrawn_orders_are_not_orders_being_placed(status: str) -> None:
-    assert find_checkpoint_orders([(order("a", coded(RXNORM, "1547545"), status=status), None)], TABLE) == []
+    assert (
+        find_checkpoint_orders(
+            [(order("a", coded(RXNORM, "1547545"), status=status), None)], TABLE, patient=P1
+        )
+        == []
+    )
 
 
 def test_a_site_adds_its_own_formulary_codes() -> None:
@@ -153,7 +165,7 @@ def test_a_site_adds_its_own_formulary_codes() -> None:
         }
     )
     request = order("a", coded("http://hospital.example/formulary", "ONC-77"))
-    assert [o.drug for o in find_checkpoint_orders([(request, None)], table)] == ["pembrolizumab"]
+    assert [o.drug for o in find_checkpoint_orders([(request, None)], table, patient=P1)] == ["pembrolizumab"]
 
 
 # --- FDA suffixes of nonproprietary names ---------------------------------------------------------
@@ -183,7 +195,7 @@ def test_a_site_adds_its_own_formulary_codes() -> None:
     ],
 )
 def test_a_name_with_its_fda_suffix_is_recognised(text: str, drug: str, matched: str) -> None:
-    found = find_checkpoint_orders([(order("mr1", {"text": text}), None)], TABLE)
+    found = find_checkpoint_orders([(order("mr1", {"text": text}), None)], TABLE, patient=P1)
     assert [(o.drug, o.matched_by) for o in found] == [(drug, f"{matched} '{text}'")]
 
 
@@ -268,7 +280,7 @@ def test_an_unlisted_standard_code_is_recognised_by_its_display() -> None:
         ],
         "text": "Jemperli 500 mg IV",
     }
-    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE)
+    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE, patient=P1)
     assert [(o.drug, o.matched_by) for o in found] == [
         (
             "dostarlimab",
@@ -286,7 +298,7 @@ def test_a_local_display_beside_a_standard_code_is_still_read() -> None:
         ],
         "text": "as per protocol",
     }
-    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE)
+    found = find_checkpoint_orders([(order("mr1", medication), None)], TABLE, patient=P1)
     assert [o.matched_by for o in found] == [
         "name 'Keytruda' in display 'Keytruda 200 mg/8 mL' of " + FORMULARY + " ONC-12"
     ]
@@ -317,14 +329,14 @@ def test_a_reference_display_does_not_make_a_coded_medication_a_checkpoint_inhib
         medicationReference={"reference": "#dex", "display": "Dexamethasone, premedication for Keytruda"},
     )
     request["contained"] = [dexamethasone]
-    assert find_checkpoint_orders([(request, None)], TABLE) == []
+    assert find_checkpoint_orders([(request, None)], TABLE, patient=P1) == []
 
 
 def test_a_reference_display_names_the_drug_when_the_medication_cannot_be_found() -> None:
     request = order(
         "mr1", medicationReference={"reference": "Medication/elsewhere", "display": "Keytruda 200 mg"}
     )
-    assert [o.drug for o in find_checkpoint_orders([(request, None)], TABLE)] == ["pembrolizumab"]
+    assert [o.drug for o in find_checkpoint_orders([(request, None)], TABLE, patient=P1)] == ["pembrolizumab"]
 
 
 # --- combinations ----------------------------------------------------------------------------------
@@ -340,7 +352,7 @@ def test_a_reference_display_names_the_drug_when_the_medication_cannot_be_found(
     ],
 )
 def test_every_drug_named_in_one_order_is_reported(text: str, drugs: list[str]) -> None:
-    found = find_checkpoint_orders([(order("mr1", {"text": text}), None)], TABLE)
+    found = find_checkpoint_orders([(order("mr1", {"text": text}), None)], TABLE, patient=P1)
     assert [(o.order, o.drug) for o in found] == [("MedicationRequest/mr1", d) for d in drugs]
 
 
@@ -355,7 +367,7 @@ def test_every_ingredient_of_a_combined_medication_is_reported() -> None:
         ],
     }
     request = order("mr1", medicationReference={"reference": "Medication/m"})
-    found = find_checkpoint_orders([(medication, None), (request, None)], TABLE)
+    found = find_checkpoint_orders([(medication, None), (request, None)], TABLE, patient=P1)
     assert [(o.drug, o.target) for o in found] == [("nivolumab", "PD-1"), ("ipilimumab", "CTLA-4")]
 
 
@@ -378,5 +390,5 @@ def test_match_codeable_gives_the_first_drug_named() -> None:
 def test_an_order_not_to_give_the_drug_is_not_a_checkpoint_inhibitor_order() -> None:
     forbidden = order("a", coded(RXNORM, "1547545"), doNotPerform=True)
     allowed = order("b", coded(RXNORM, "1547545"), doNotPerform=False)
-    found = find_checkpoint_orders([(forbidden, None), (allowed, None)], TABLE)
+    found = find_checkpoint_orders([(forbidden, None), (allowed, None)], TABLE, patient=P1)
     assert [o.order for o in found] == ["MedicationRequest/b"]
