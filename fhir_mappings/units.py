@@ -138,8 +138,51 @@ def fold(text: str) -> str:
 
     Superscript digits are exponents ("10³/µL" is "10^3/uL"), so they become ``^`` and digits.
     """
+    return "".join(_fold_signs(text).split())
+
+
+def _fold_signs(text: str) -> str:
     text = _SUPERSCRIPT_RUN.sub(lambda m: "^" + m[0].translate(_SUPERSCRIPTS), text)
-    return "".join(text.translate(_FOLD).split())
+    return text.translate(_FOLD)
+
+
+def _spaced(text: str) -> str:
+    """The form of alias keys written with spaces ("x 10 9/L"): signs folded, single spaces."""
+    return " ".join(_fold_signs(text).split())
+
+
+#: Letters whose case changes a unit when they stand alone as a prefix or symbol (UCUM is
+#: case-sensitive): G giga / g gram, M mega / m milli or metre, T tera / t tonne, P peta / p pico.
+_CASE_MEANS = {"g": "G is giga, g is gram", "m": "M is mega, m is milli or metre",
+               "t": "T is tera, t is tonne", "p": "P is peta, p is pico"}  # fmt: skip
+#: UCUM codes of counts and percent that any-case spellings may also mean.
+_UCUM_COUNTS = (
+    "10*3/uL",
+    "10*9/L",
+    "/uL",
+    "{cells}/uL",
+    "/mm3",
+    "10*3/mm3",
+    "/nL",
+    "10*6/uL",
+    "10*12/L",
+    "%",
+)
+
+
+def _case_matters(sent: str, key: str) -> str | None:
+    """Why ``sent`` may not stand for ``key`` although they differ only in letter case: a letter
+    whose case changes the unit, standing alone (``G/L`` against ``g/l``); None when harmless."""
+    if len(sent) != len(key):
+        return "the spelling changes length in another case"
+    for position, (a, b) in enumerate(zip(sent, key, strict=True)):
+        if a == b or b.lower() not in _CASE_MEANS:
+            continue
+        before = key[position - 1] if position else ""
+        after = key[position + 1] if position + 1 < len(key) else ""
+        if not before.isalpha() and not after.isalpha():
+            return _CASE_MEANS[b.lower()]
+    return None
 
 
 def default_aliases() -> dict[str, str]:
@@ -150,7 +193,10 @@ def default_aliases() -> dict[str, str]:
     are not added: ``g/L`` would turn grams into giga-cells.
     """
     raw = resources.files("fhir_mappings").joinpath("data/unit_aliases.toml").read_text("utf-8")
-    aliases = {fold(k): v for k, v in tomllib.loads(raw)["aliases"].items()}
+    # Spellings with inner spaces keep them (see ``_spaced``); the others are matched folded.
+    aliases = {
+        (_spaced(k) if " " in k.strip() else fold(k)): v for k, v in tomllib.loads(raw)["aliases"].items()
+    }
     for spelling, ucum in list(aliases.items()):
         aliases.setdefault(spelling.upper(), ucum)
     for ucum in ("/mm3", "10*3/mm3", "{cells}/uL", "10*6/uL", "10*12/L", "/nL"):
@@ -166,22 +212,59 @@ class UnitNormaliser:
     """Turns (value, UCUM code, unit text) into cells/uL or percent, exactly, or says why not."""
 
     def __init__(self, aliases: Mapping[str, str]) -> None:
-        self._aliases = {fold(k): v for k, v in aliases.items()}
+        self._aliases = {fold(k): v for k, v in aliases.items() if " " not in k.strip()}
+        self._spaced_aliases = {_spaced(k): v for k, v in aliases.items() if " " in k.strip()}
+        #: Any-case index: casefolded spelling -> the spellings (and what they mean) it may be.
+        self._any_case: dict[str, dict[str, str]] = {}
+        for key, ucum in [*self._aliases.items(), *((code, code) for code in _UCUM_COUNTS)]:
+            self._any_case.setdefault(key.casefold(), {})[key] = ucum
         self._cache: dict[str, Unit | UnitError] = {}
 
     def resolve(self, spelling: str) -> Unit:
-        """One unit string: alias table first (exact), then UCUM."""
+        """One unit string: the alias table (exact), then UCUM (case-sensitive), then the alias
+        table in any letter case where case cannot change the unit (README, "Letter case")."""
         cached = self._cache.get(spelling)
         if cached is None:
-            folded = fold(spelling)
             try:
-                cached = parse_ucum(self._aliases.get(folded, folded))
+                cached = self._resolve(spelling)
             except UnitError as error:
                 cached = error
             self._cache[spelling] = cached
         if isinstance(cached, UnitError):
             raise cached
         return cached
+
+    def _resolve(self, spelling: str) -> Unit:
+        if (spaced := self._spaced_aliases.get(_spaced(spelling))) is not None:
+            return parse_ucum(spaced)
+        folded = fold(spelling)
+        if folded in self._aliases:
+            return parse_ucum(self._aliases[folded])
+        try:
+            return parse_ucum(folded)
+        except UnitError as not_ucum:
+            candidates = self._any_case.get(folded.casefold(), {})
+            meanings = {parse_ucum(ucum) for ucum in candidates.values()}
+            if len(meanings) > 1:
+                spelled = " or ".join(f"'{k}'" for k in sorted(candidates))
+                raise UnitError(f"'{spelling}' could be {spelled}, which differ only in case") from None
+            for key, ucum in candidates.items():
+                if (why := _case_matters(folded, key)) is not None:
+                    raise UnitError(
+                        f"'{spelling}' differs from '{key}' only in letter case, and here case changes "
+                        f"the unit ({why}); send it as '{key}'"
+                    ) from None
+                return parse_ucum(ucum)
+            raise not_ucum from None
+
+    def case_hint(self, spelling: str) -> str:
+        """For a spelling that UCUM reads as something else than a count (``g/l``): which count
+        unit it resembles in another case, as a sentence, or ''."""
+        folded = fold(spelling)
+        for key in self._any_case.get(folded.casefold(), {}):
+            if key != folded:
+                return f"; UCUM is case-sensitive: a count would be written '{key}'"
+        return ""
 
     def _unit_of(self, code: str | None, system: str | None, text: str | None) -> Unit:
         """The unit a Quantity states; code and text must agree when both can be read.
@@ -202,7 +285,9 @@ class UnitNormaliser:
                 errors.append(str(error))
         if not found:
             sent = " / ".join(f"'{s}'" for s in dict.fromkeys(spellings))
-            raise UnitError(f"unknown unit {sent}")
+            # A spelling refused by the letter-case rule says so: the fix is in the feed.
+            case = [e for e in errors if "case" in e]
+            raise UnitError(f"unknown unit {sent}" + (f": {case[0]}" if case else ""))
         first = found[0][1]
         for spelling, unit in found[1:]:
             if unit != first:
@@ -213,8 +298,8 @@ class UnitNormaliser:
         """A count per volume in cells/uL, exact."""
         unit = self._unit_of(code, system, text)
         if unit.dimension != PER_VOLUME:
-            shown = code or text
-            raise UnitError(f"'{shown}' is not a count per volume")
+            shown = code or text or ""
+            raise UnitError(f"'{shown}' is not a count per volume{self.case_hint(shown)}")
         with localcontext() as ctx:
             ctx.prec = 60
             return value * unit.scale * _PER_M3_TO_PER_UL

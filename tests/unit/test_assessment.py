@@ -75,9 +75,9 @@ def test_a_quantity_with_only_unit_text_and_no_code_is_read() -> None:
 
 
 def test_an_unknown_unit_is_reported_for_that_value_and_leaves_the_part_unknown() -> None:
-    assessment = run(neut("5.0"), ig("0.09", "thousand/uL"))
+    assessment = run(neut("5.0"), ig("0.09", "Tsd/µl"))
     assert (assessment.result.score, assessment.result.lower, assessment.result.upper) == (None, 0, 1)
-    assert "Observation/i has a unit that cannot be used: unknown unit 'thousand/uL'" in reasons(assessment)
+    assert "Observation/i has a unit that cannot be used: unknown unit 'Tsd/µl'" in reasons(assessment)
 
 
 def test_the_value_as_sent_is_kept_next_to_the_normalised_value() -> None:
@@ -571,3 +571,176 @@ def test_site_codes_are_added_by_configuration() -> None:
     local = observation("i", "IG#", "0.09", system="http://lab.example", effective=DAY_BEFORE)
     assert score_of(neut("5.0"), local, site=site) == (1, 1, 1)
     assert score_of(neut("5.0"), local) == (None, 0, 1)
+
+
+# --- plausibility: values no analyser reports are not scored ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "doubt"),
+    [
+        ("9500", "10*3/uL", "was it sent in /uL"),  # the classic LIS mix-up: a /uL number as thousands
+        ("9500", "10*9/L", "was it sent in /uL"),
+        ("9500", "K/uL", "was it sent in /uL"),
+        ("500000", "10*3/uL", "check the value and unit"),  # not even a /uL count
+        ("441", "10*3/uL", "above any Neutrophils (NEUT#) this analyser reports"),
+    ],
+)
+def test_an_impossible_neutrophil_count_is_not_scored_and_the_reason_names_the_likely_cause(
+    value: str, unit: str, doubt: str
+) -> None:
+    assessment = run(neut(value, unit), ig("0.02"))
+    assert (assessment.result.score, assessment.result.lower, assessment.result.upper) == (None, 0, 1)
+    assert doubt in reasons(assessment)
+    assert "0 to 440 x10^3/uL, a part of the WBC: the Sysmex XN-Series WBC reportable range" in reasons(
+        assessment
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "scored"),
+    [("440", "10*3/uL", True), ("440000", "/uL", True), ("440.01", "10*3/uL", False), ("0", "10*3/uL", True)],
+)
+def test_the_plausible_range_includes_its_bounds(value: str, unit: str, scored: bool) -> None:
+    assessment = run(neut(value, unit), ig("0.02"))
+    assert (assessment.result.parts[Part.NEUTROPHILS].points is not None) is scored
+
+
+def test_a_bound_that_points_inside_the_range_is_not_implausible() -> None:
+    """'<500 x10^3/uL' says the count is below 500: it may well be plausible."""
+    assessment = run(neut("500", quantity=quantity("500", comparator="<")), ig("0.02"))
+    assert "this analyser reports" not in reasons(assessment)
+
+
+def test_an_ig_percent_above_100_is_not_used_to_derive_ig() -> None:
+    assessment = run(
+        neut("5.0"),
+        observation("p", IG_PERCENT, "140", "%", effective=DAY_BEFORE),
+        observation("w", WBC, "6.0", effective=DAY_BEFORE),
+    )
+    assert assessment.result.parts[Part.IMMATURE_GRANULOCYTES].measurement is None
+    assert "140 %, above any Immature granulocytes (IG%) this analyser reports" in reasons(assessment)
+
+
+def test_a_site_changes_a_range_in_its_configuration() -> None:
+    site = {"plausibility": {"neutrophils": {"high": "1000", "unit": "10*3/uL", "source": "our DxH 900"}}}
+    assert run(neut("600"), ig("0.02"), site=site).result.parts[Part.NEUTROPHILS].points == 1
+    assert "at most" not in reasons(run(neut("600"), ig("0.02"), site=site))
+    tight = {"plausibility": {"neutrophils": {"high": "50", "unit": "10*9/L", "source": "local rule"}}}
+    assert "0 to 50 x10^9/L, local rule" in reasons(run(neut("60"), ig("0.02"), site=tight))
+
+
+@pytest.mark.parametrize(
+    ("site", "message"),
+    [
+        ({"plausibility": {"nonsense": {"high": "1", "unit": "/uL", "source": "x"}}}, "no lab concept"),
+        ({"plausibility": {"neutrophils": {"high": 1.5, "unit": "/uL", "source": "x"}}}, "as a string"),
+        ({"plausibility": {"neutrophils": {"high": "1", "unit": "furlong", "source": "x"}}}, "furlong"),
+        (
+            {"plausibility": {"neutrophils": {"low": "9", "high": "1", "unit": "/uL", "source": "x"}}},
+            "low is above",
+        ),
+        ({"plausibility": {"neutrophils": {"high": "1", "unit": "/uL", "sauce": "x"}}}, "unknown key"),
+        (
+            {"plausibility": {"platelets": {"high": "1", "unit": "/uL", "source": " "}}},
+            "'source' is required",
+        ),
+    ],
+)
+def test_a_wrong_plausibility_setting_is_refused_with_its_name(site: dict[str, Any], message: str) -> None:
+    from fhir_mappings.config import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        load_mapping_config(site)
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "wbc", "scored"),
+    [
+        ("neutrophils", "9.5", "7.1", False),  # NEUT# above the WBC of its own sample: impossible
+        ("neutrophils", "7.1", "7.1", True),
+        ("neutrophils", "9.5", "12.0", True),
+        ("immature_granulocytes", "8.0", "7.1", False),
+        ("immature_granulocytes", "0.09", "7.1", True),
+    ],
+)
+def test_a_part_above_the_wbc_of_its_own_sample_is_not_scored(
+    part: str, value: str, wbc: str, scored: bool
+) -> None:
+    n, i = (neut(value), ig("0.02")) if part == "neutrophils" else (neut("5.0"), ig(value))
+    assessment = run(n, i, observation("w", WBC, wbc, effective=DAY_BEFORE))
+    chosen = assessment.result.parts[
+        Part.NEUTROPHILS if part == "neutrophils" else Part.IMMATURE_GRANULOCYTES
+    ]
+    assert (chosen.points is not None) is scored
+    if not scored:
+        assert "is above the WBC of the same sample, Observation/w (" in reasons(assessment)
+
+
+def test_a_wbc_of_another_sample_does_not_judge_a_count() -> None:
+    later_wbc = observation("w", WBC, "3.0", effective="2024-02-29T11:00:00Z")
+    assert run(neut("9.5"), ig("0.02"), later_wbc).result.score == 1
+
+
+# --- DiagnosticReports: results contained or listed in result --------------------------------
+
+
+def report(*results: str, contained: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport",
+        "id": "dr",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": DAY_BEFORE,
+        "result": [{"reference": r} for r in results],
+        "contained": contained or [],
+        **extra,
+    }
+
+
+def untimed(observation_: dict[str, Any]) -> dict[str, Any]:
+    """A result as a report carries it contained: no subject and no time of its own."""
+    out = {k: v for k, v in observation_.items() if k not in ("subject", "effectiveDateTime")}
+    return out
+
+
+def test_results_contained_in_a_report_are_read_with_its_time_and_specimen() -> None:
+    dr = report(
+        "#n",
+        "#i",
+        contained=[untimed(neut("9.5", oid="n")), untimed(ig("0.09", oid="i"))],
+        specimen=[{"reference": "Specimen/tube-1"}],
+    )
+    out = assessment_json(run(dr))
+    assert out["ichis"] == 2
+    assert out["parts"]["neutrophils"]["observation"] == "DiagnosticReport/dr#n"
+    assert out["parts"]["neutrophils"]["sample"] == "Specimen/tube-1"
+    assert out["parts"]["neutrophils"]["effective"] == "2024-02-29T09:00:00+00:00"
+
+
+def test_a_reports_result_references_resolve_in_the_same_bundle() -> None:
+    out = assessment_json(
+        run(report("Observation/n", "Observation/i"), neut("9.5", effective=None), ig("0.09", effective=None))
+    )
+    assert (out["ichis"], out["parts"]["immature_granulocytes"]["observation"]) == (2, "Observation/i")
+
+
+def test_contained_results_a_report_does_not_list_are_still_its_results() -> None:
+    dr = report(contained=[untimed(neut("9.5", oid="n")), untimed(ig("0.02", oid="i"))])
+    assert run(dr).result.score == 1
+
+
+def test_a_panel_contained_in_a_report_brings_its_contained_members() -> None:
+    panel = {**cbc_panel("#n", "#i", pid="cbc"), "effectiveDateTime": DAY_BEFORE}
+    del panel["subject"]
+    dr = report("#cbc", contained=[panel, untimed(neut("9.5", oid="n")), untimed(ig("0.09", oid="i"))])
+    assert run(dr).result.score == 2
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "cancelled"])
+def test_a_withdrawn_report_withdraws_its_results(status: str) -> None:
+    dr = report("Observation/n", "#i", contained=[untimed(ig("0.09", oid="i"))], status=status)
+    assessment = run(dr, neut("9.5"))
+    assert assessment.result.status.value == "unavailable"
+    assert "of a panel or report marked entered-in-error or cancelled were left out" in reasons(assessment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -141,3 +142,68 @@ def test_factors_that_are_powers_of_ten_are_read() -> None:
     """UCUM's integer factors stay readable where a laboratory writes them: 1000/uL, /100{WBCs}."""
     assert UNITS.to_per_uL(Decimal("9.5"), None, None, "1000/uL") == Decimal("9500")
     assert UNITS.to_percent(Decimal("1.2"), "/100{WBCs}", UCUM_SYSTEM, None) == Decimal("1.2")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "per_uL"),
+    [
+        ("/mcL", "0.09"),
+        ("cells/mcL", "0.09"),
+        ("K/mcL", "90"),
+        ("10*3/mcL", "90"),
+        ("x10E3/mcL", "90"),
+        ("x10(3)/mcL", "90"),
+        ("THOU/uL", "90"),
+        ("Thousand/uL", "90"),
+        ("thou/cmm", "90"),
+        ("x 10 9/L", "90"),
+        ("10e3/µl", "90"),
+        ("k/uL", "90"),
+    ],
+)
+def test_spellings_us_and_middleware_feeds_print_are_read(spelling: str, per_uL: str) -> None:
+    """The mcL family and other spellings labs really print (issue: each was an unknown unit)."""
+    assert UNITS.to_per_uL(Decimal("0.09"), None, None, spelling) == Decimal(per_uL)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "per_uL"),
+    [
+        ("k/ul", "90"),  # K is no prefix of a count; l and L are both the litre
+        ("Cells/uL", "0.09"),
+        ("CELLS/mcL", "0.09"),
+        ("10*3/Ul", "90"),
+        ("gpt/l", "90"),  # "Gpt" is a word (Gigapartikel), not the prefix G alone
+        ("G/l", "90"),  # G as sent is giga: only the litre's case differs
+        ("THOU/CMM", "90"),
+    ],
+)
+def test_letter_case_is_ignored_where_no_unit_can_be_confused(spelling: str, per_uL: str) -> None:
+    assert UNITS.to_per_uL(Decimal("0.09"), None, None, spelling) == Decimal(per_uL)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "why"),
+    [
+        # UCUM is case-sensitive and these read as something else, which is refused for a count:
+        (
+            "g/l",
+            "not a count per volume; UCUM is case-sensitive: a count would be written 'G/L'",
+        ),  # grams per litre
+        (
+            "m/ul",
+            "not a count per volume; UCUM is case-sensitive: a count would be written 'M/uL'",
+        ),  # metres per uL
+        ("g/L", "not a count per volume"),  # grams per litre, as written
+        # Not UCUM, and in another case a giga, mega, tera or peta prefix standing alone:
+        ("t/l", "unknown unit"),  # tonne or tera: never guessed
+        ("m/mcL", "M is mega, m is milli or metre"),
+        ("t/L", "unknown unit"),
+        ("x109/L", "unknown unit"),  # a lost superscript, not the spaced spelling
+    ],
+)
+def test_each_spelling_whose_case_changes_the_unit_is_refused(spelling: str, why: str) -> None:
+    """The case rule: exact where a letter's case decides the unit (G giga / g gram, M mega / m
+    milli, T tera / t tonne, P peta / p pico), never a guess."""
+    with pytest.raises(UnitError, match=re.escape(why)):
+        UNITS.to_per_uL(Decimal(1), None, None, spelling)
