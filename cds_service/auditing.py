@@ -72,6 +72,12 @@ def _spool_records(
     facts: dict[str, Any] = dict(g.get("audit", {}))
     caller = g.get("caller")
     iss, tenant, jti = (caller.iss, caller.tenant, caller.jti) if caller else (None, None, None)
+    if caller is not None:
+        client = "verified"
+    elif settings.auth_mode == "off":
+        client = "off"
+    else:
+        client = "refused" if response.status_code == 401 else "unchecked"
     service_id = (request.view_args or {}).get("service_id", "")
     now = clock()
     if request.endpoint == FEEDBACK_ENDPOINT:
@@ -88,6 +94,7 @@ def _spool_records(
                     iss=iss,
                     tenant=tenant,
                     patient_id=item.get("patient_id"),
+                    client=client,
                     override_code=item.get("override_code"),
                     override_display=item.get("override_display"),
                     user_comment_given=bool(item.get("user_comment_given")),
@@ -124,6 +131,9 @@ def _spool_records(
             upper=facts.get("upper"),
             status_of_score=facts.get("status_of_score"),
             fhir_base=facts.get("fhir_server"),
+            client=client,
+            foreign=tuple(facts.get("foreign", ())),
+            untied=tuple(facts.get("untied", ())),
         )
     )
     spool.put(event, _target(settings, facts))

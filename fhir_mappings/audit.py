@@ -75,6 +75,12 @@ class HookAuditFacts:
     status_of_score: str | None = None
     #: The EHR's FHIR base: orders and Observations are recorded by their absolute URL there.
     fhir_base: str | None = None
+    #: How the calling client stands: ``verified`` (a valid JWT), ``off`` (authentication off),
+    #: ``refused`` (a 401: no valid JWT), or ``unchecked`` (failed before authentication).
+    client: str = "verified"
+    #: Resources the EHR sent about another patient, or about none, that were left out.
+    foreign: Sequence[str] = ()
+    untied: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class FeedbackAuditFacts:
     iss: str | None
     tenant: str | None
     patient_id: str | None
+    client: str = "verified"
     override_code: str | None = None
     override_display: str | None = None
     user_comment_given: bool = False
@@ -99,14 +106,30 @@ def audit_id(kind: str, *parts: str) -> str:
     return str(uuid.uuid5(AUDIT_NAMESPACE, "|".join((kind, *parts))))
 
 
-def _agent_ehr(iss: str | None, tenant: str | None, jti: str | None) -> dict[str, Any]:
+#: What the record says of a client that did not prove who it is.
+_CLIENT_WITHOUT_ISS = {
+    "off": "CDS client (authentication off)",
+    "refused": "CDS client (refused: invalid token)",
+    "unchecked": "CDS client (not authenticated: the call failed before authentication)",
+}
+
+
+def _agent_ehr(
+    iss: str | None, tenant: str | None, jti: str | None, client: str = "verified"
+) -> dict[str, Any]:
+    who: dict[str, Any]
+    if iss and client == "verified":
+        # RFC 3986 identifiers must be absolute URIs; CDS Hooks issuers are URLs, but not always.
+        absolute = "://" in iss or iss.startswith("urn:")
+        who = {
+            "identifier": {"system": RFC3986, "value": iss} if absolute else {"value": iss},
+            "display": f"CDS client {iss}" + (f", tenant {tenant}" if tenant else ""),
+        }
+    else:
+        who = {"display": _CLIENT_WITHOUT_ISS.get(client, _CLIENT_WITHOUT_ISS["unchecked"])}
     agent: dict[str, Any] = {
         "type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]},
-        "who": {
-            "identifier": {"system": RFC3986, "value": iss or "unauthenticated"},
-            "display": f"CDS client {iss or '(authentication off)'}"
-            + (f", tenant {tenant}" if tenant else ""),
-        },
+        "who": who,
         "requestor": False,
     }
     if jti:
@@ -158,7 +181,10 @@ def _entity(
     if reference:
         what["reference"] = reference
     if identifier:
-        what["identifier"] = {"system": RFC3986, "value": identifier}
+        # RFC 3986 identifiers must be absolute URIs; a relative reference (a request that came
+        # with prefetch and no fhirServer) is kept as a plain identifier value.
+        absolute = "://" in identifier or identifier.startswith("urn:")
+        what["identifier"] = {"system": RFC3986, "value": identifier} if absolute else {"value": identifier}
     entity: dict[str, Any] = {
         "type": {"system": ENTITY_TYPE, "code": entity_type},
         "role": {"system": OBJECT_ROLE, "code": role},
@@ -199,7 +225,15 @@ def hook_audit_event(facts: HookAuditFacts) -> dict[str, Any]:
         {"system": HOOKS, "code": facts.hook, "display": facts.hook},
         {"system": SCORE, "code": code, "display": display},
     ]
-    agents = [_agent_ehr(facts.iss, facts.tenant, facts.jti), _agent_service(facts.service_url)]
+    if facts.foreign or facts.untied:
+        # Wrong-patient data in a request is an incident an auditor looks for: searchable by subtype.
+        subtype.append(
+            {"system": ACTIVITY, "code": "other-patient-data", "display": "Data of another patient left out"}
+        )
+    agents = [
+        _agent_ehr(facts.iss, facts.tenant, facts.jti, facts.client),
+        _agent_service(facts.service_url),
+    ]
     if facts.user:
         agents.append(_agent_user(facts.user))
     entities = []
@@ -223,6 +257,17 @@ def hook_audit_event(facts: HookAuditFacts) -> dict[str, Any]:
                 identifier=_absolute(reference, facts.fhir_base),
                 entity_type="2",
                 role=role,
+                description=description,
+            )
+        )
+    left_out = [(r, "left out: its subject is another patient") for r in facts.foreign]
+    left_out += [(r, "left out: no subject that resolves to this patient") for r in facts.untied]
+    for reference, description in left_out:
+        entities.append(
+            _entity(
+                identifier=_absolute(reference, facts.fhir_base),
+                entity_type="2",
+                role="3",
                 description=description,
             )
         )
@@ -308,7 +353,7 @@ def feedback_audit_event(facts: FeedbackAuditFacts) -> dict[str, Any]:
         "recorded": facts.recorded.isoformat(),
         "outcome": OUTCOME_SUCCESS,
         "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": "TREAT", "display": "treatment"}]}],
-        "agent": [_agent_ehr(facts.iss, facts.tenant, None), _agent_service(facts.service_url)],
+        "agent": [_agent_ehr(facts.iss, facts.tenant, None, facts.client), _agent_service(facts.service_url)],
         "source": _source(facts.service_url),
         "entity": entities,
     }
