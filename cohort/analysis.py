@@ -38,7 +38,7 @@ from lifelines.statistics import (  # type: ignore[import-untyped]
 )
 from scipy.stats import chi2  # type: ignore[import-untyped]
 
-from cohort.errors import CohortInputError
+from cohort.errors import CohortInputError, CohortNothingToAnalyse
 
 ENDPOINTS = {
     "pfs": ("pfs_days", "pfs_event", "Progression-free survival"),
@@ -509,7 +509,10 @@ class SurvivalAnalysis:
         """Prepare the analysis set from a cohort table and fit every model."""
         data = prepare(table, self.endpoint)
         if len(data) == 0:
-            raise CohortInputError("no patient has both a complete IChIS and a follow-up time")
+            raise CohortNothingToAnalyse(
+                f"nothing to analyse for {self.endpoint.upper()}: no patient has both a complete IChIS and "
+                "a follow-up time (see the extraction summary for who was left out and why)"
+            )
         self.data_ = data
         self.n_excluded_ = int(len(table) - len(data))
         self.overall_ = Group(

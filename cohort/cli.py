@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cohort.definition import load_definition
 from cohort.engines import open_engine
 from cohort.errors import CohortConfigError, CohortError, CohortUsageError
-from cohort.extract import ExtractionSummary, extract_rows
+from cohort.extract import ExtractionSummary, extract_rows, write_summary
 from cohort.sources import discover
 from cohort.synth import SYNTHETIC_NOTICE, SynthOptions, write_cohort
 from cohort.table import read_table, write_rows
@@ -127,16 +127,19 @@ def _extract(args: argparse.Namespace) -> int:
 
         rows = extract_rows(engine, sources, definition, summary, progress)
         paths = write_rows(rows, out, args.format)
+    summary_path = write_summary(summary, out, definition.cutoff)
     _say(f"cohort table: {', '.join(str(p) for p in paths)}")
     _say(
         f"patients with a first checkpoint-inhibitor dose by {definition.cutoff}: {summary.cohort_patients}; "
         f"rows: {summary.rows}; IChIS complete: {summary.scored_complete}"
-        + (
-            f"; excluded by diagnosis: {summary.excluded_by_diagnosis}"
-            if summary.excluded_by_diagnosis
-            else ""
-        )
     )
+    # Who was left out and why (the counts of a flow diagram): on standard error and in the file.
+    sys.stderr.write(
+        f"patients seen: {summary.patients_seen}; with a first dose: {summary.cohort_patients}; "
+        f"rows: {summary.rows} (summary: {summary_path})\n"
+    )
+    for reason, count in sorted(summary.left_out.items(), key=lambda item: (-item[1], item[0])):
+        sys.stderr.write(f"left out: {count} patient(s): {reason}\n")
     if summary.synthetic_rows:
         _say(f"SYNTHETIC DATA: {summary.synthetic_rows} rows come from synthetic patients")
     for skipped in summary.skipped_files:

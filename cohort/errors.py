@@ -31,3 +31,9 @@ class CohortServerError(CohortError):
     """A FHIR server or authorization server that refused or failed a Bulk Data step."""
 
     exit_code = 5
+
+
+class CohortNothingToAnalyse(CohortError):
+    """A table in which no patient can be analysed (no complete IChIS with a follow-up time)."""
+
+    exit_code = 6

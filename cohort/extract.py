@@ -9,15 +9,24 @@ patient's resources and one small row per cohort patient, whatever the size of t
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from cohort import plan
 from cohort.definition import CohortDefinition
 from cohort.engines import Engine
-from cohort.records import DoseCandidate, FirstDose, first_dose, patient_row
+from cohort.records import (
+    NO_CHECKPOINT_INHIBITOR,
+    OUTSIDE_DIAGNOSES,
+    DoseCandidate,
+    FirstDose,
+    first_dose_or_reason,
+    patient_row,
+)
 from cohort.sources import Sources, readable
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
@@ -31,9 +40,13 @@ def _no_progress(_label: str, _total: int | None) -> Callable[[int], None]:
 class ExtractionSummary:
     """Counts a reader needs to trust the table: who was found, who was scored, who was left out."""
 
+    #: Patients in the input: a Patient resource, or a checkpoint-inhibitor candidate record.
+    patients_seen: int = 0
     cohort_patients: int = 0
     rows: int = 0
     excluded_by_diagnosis: int = 0
+    #: Patients of the input without a row, by reason (``cohort.records``' reasons).
+    left_out: dict[str, int] = field(default_factory=dict)
     scored_complete: int = 0
     synthetic_rows: int = 0
     skipped_files: list[str] = field(default_factory=list)
@@ -41,14 +54,26 @@ class ExtractionSummary:
     bom_files: list[str] = field(default_factory=list)
 
 
-def first_doses(engine: Engine, definition: CohortDefinition) -> Iterator[FirstDose]:
-    """Each patient's first confirmed checkpoint-inhibitor dose, in patient order."""
+def first_doses(
+    engine: Engine, definition: CohortDefinition, summary: ExtractionSummary | None = None
+) -> Iterator[FirstDose]:
+    """Each patient's first confirmed checkpoint-inhibitor dose, in patient order; the summary
+    counts who was seen and why the others have none."""
+    summary = summary if summary is not None else ExtractionSummary()
+    candidates_of: set[str] = set()
     rows = engine.stream(plan.dose_candidates(definition, engine.dialect))
     for patient, group in itertools.groupby(rows, key=lambda r: r[0]):
+        candidates_of.add(patient)
         candidates = [DoseCandidate(source, t, line, med) for _, source, t, line, med in group]
-        dose = first_dose(patient, candidates, definition)
+        dose, why = first_dose_or_reason(patient, candidates, definition)
         if dose is not None:
             yield dose
+        else:
+            summary.left_out[why] = summary.left_out.get(why, 0) + 1
+    seen = {row[0] for row in engine.stream(plan.patients_in_input(engine.dialect))} | candidates_of
+    summary.patients_seen = len(seen)
+    if without := len(seen - candidates_of):
+        summary.left_out[NO_CHECKPOINT_INHIBITOR] = summary.left_out.get(NO_CHECKPOINT_INHIBITOR, 0) + without
 
 
 def extract_rows(
@@ -77,7 +102,7 @@ def _extract(
         engine.lines(plan.view_of(resource_type), sources.files.get(resource_type, []))
     tick = progress("first doses", None)
     doses: dict[str, FirstDose] = {}
-    for dose in first_doses(engine, definition):
+    for dose in first_doses(engine, definition, summary):
         doses[dose.patient] = dose
         tick(1)
     summary.cohort_patients = len(doses)
@@ -110,8 +135,29 @@ def _row(
     row = patient_row(dose, lines, definition, contacts.get(dose.patient))
     if row is None:
         summary.excluded_by_diagnosis += 1
+        summary.left_out[OUTSIDE_DIAGNOSES] = summary.left_out.get(OUTSIDE_DIAGNOSES, 0) + 1
         return
     summary.rows += 1
     summary.scored_complete += row["ichis_status"] == "complete"
     summary.synthetic_rows += bool(row["synthetic"])
     yield row
+
+
+def write_summary(summary: ExtractionSummary, folder: Path, cutoff: date) -> Path:
+    """``extraction-summary.json`` beside the table: the counts of a flow diagram (who was seen,
+    who has a first dose, who has a row, who was left out and why)."""
+    path = folder / "extraction-summary.json"
+    document = {
+        "cutoff": cutoff.isoformat(),
+        "patients_seen": summary.patients_seen,
+        "with_first_dose": summary.cohort_patients,
+        "rows": summary.rows,
+        "ichis_complete": summary.scored_complete,
+        "left_out": dict(sorted(summary.left_out.items())),
+        "synthetic_rows": summary.synthetic_rows,
+        "files_not_read": summary.skipped_files,
+        "files_with_byte_order_mark": summary.bom_files,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path

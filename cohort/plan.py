@@ -351,6 +351,16 @@ def _event_rules(definition: CohortDefinition, d: Dialect) -> str:
     return "(" + " OR ".join(terms) + ")" if terms else "false"
 
 
+def patients_in_input(dialect: Dialect) -> str:
+    """The ids of the Patient resources in the input: who was seen. Rows: patient."""
+    d = dialect
+    return f"""
+SELECT DISTINCT r.id AS patient
+FROM (SELECT {d.from_json("line", PATIENT)} AS r FROM {view_of("Patient")} WHERE {_nonblank()})
+WHERE r.id IS NOT NULL
+"""  # noqa: S608 - the view name is ours, no user text
+
+
 def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     """Every cohort patient's Patient line, candidate Observations and Conditions, ordered by patient.
 

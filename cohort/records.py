@@ -147,42 +147,56 @@ def _is_record(resource: Resource) -> bool:
     return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
 
 
+#: Why a patient of the input has no row in the table (``ichis cohort extract``'s summary).
+NO_CHECKPOINT_INHIBITOR = "no checkpoint-inhibitor order or administration"
+DOSE_AFTER_CUTOFF = "first checkpoint-inhibitor dose after the cut-off"
+NO_DOSE = "checkpoint-inhibitor records that are no dose (not given, or without a readable date)"
+OUTSIDE_DIAGNOSES = "no condition among the cohort's diagnosis codes"
+
+
 def _confirm(
     patient: str, candidate: DoseCandidate, definition: CohortDefinition
-) -> tuple[FirstDose | None, bool]:
-    """The candidate as a checkpoint-inhibitor dose on or before the cut-off, if it is one, and
-    whether it is a record of the drug at all (given or not, at any date)."""
+) -> tuple[FirstDose | None, str]:
+    """The candidate as a checkpoint-inhibitor dose on or before the cut-off, if it is one; else
+    why not (``NO_CHECKPOINT_INHIBITOR`` when it is no record of the drug at all)."""
     resource = loads(candidate.line)
     if not isinstance(resource, dict) or not _is_record(resource):
-        return None, False
+        return None, NO_CHECKPOINT_INHIBITOR
     medication = loads(candidate.medication_line) if candidate.medication_line else None
     hit = None
     for codeable in _medication_codeables(resource, medication):
         if hit := definition.drugs.match_codeable(codeable):
             break
     if hit is None:
-        return None, False
+        return None, NO_CHECKPOINT_INHIBITOR
     if not candidate.time or not _may_be_dose(resource):
-        return None, True
+        return None, NO_DOSE
     try:
         when = parse_when(candidate.time, definition.mapping.naive_time_zone)
         day = date.fromisoformat(candidate.time[:10])
     except (TimeFormatError, ValueError):
-        return None, True
+        return None, NO_DOSE
     if day > definition.cutoff:
-        return None, True
+        return None, DOSE_AFTER_CUTOFF
     drug = definition.drugs.drugs[hit[0]]
     # A date without a time stands for its whole day; its start is the only instant surely not
     # after the dose, so results of that day cannot count as baseline (as in the service).
     dose = FirstDose(
         patient, when.earliest, day, candidate.time, drug.name, drug.target, reference_of(resource), hit[1]
     )
-    return dose, True
+    return dose, ""
 
 
 def first_dose(
     patient: str, candidates: Iterable[DoseCandidate], definition: CohortDefinition
 ) -> FirstDose | None:
+    """The patient's first checkpoint-inhibitor dose (see ``first_dose_or_reason``)."""
+    return first_dose_or_reason(patient, candidates, definition)[0]
+
+
+def first_dose_or_reason(
+    patient: str, candidates: Iterable[DoseCandidate], definition: CohortDefinition
+) -> tuple[FirstDose | None, str]:
     """The earliest checkpoint-inhibitor administration on or before the cut-off, else order.
 
     Sources are read in the configured order, and a patient with any record of the drug in one
@@ -196,19 +210,20 @@ def first_dose(
         by_source.setdefault(candidate.source, []).append(candidate)
     for source in definition.dose_sources:
         confirmed: list[FirstDose] = []
-        recorded = False
+        why_not: set[str] = set()
         for candidate in sorted(by_source.get(source, []), key=lambda c: c.time or ""):
             if confirmed and (candidate.time or "")[:10] != confirmed[0].time_as_sent[:10]:
                 break
-            found, is_record = _confirm(patient, candidate, definition)
-            recorded = recorded or is_record
+            found, why = _confirm(patient, candidate, definition)
             if found:
                 confirmed.append(found)
+            elif why != NO_CHECKPOINT_INHIBITOR:
+                why_not.add(why)
         if confirmed:
-            return min(confirmed, key=lambda d: (d.at, d.reference))
-        if recorded:
-            return None
-    return None
+            return min(confirmed, key=lambda d: (d.at, d.reference)), ""
+        if why_not:
+            return None, DOSE_AFTER_CUTOFF if DOSE_AFTER_CUTOFF in why_not else NO_DOSE
+    return None, NO_CHECKPOINT_INHIBITOR
 
 
 def _day(text: Any) -> date | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -173,3 +174,43 @@ def test_extract_names_the_files_it_read_without_their_byte_order_mark(
     assert f"read without the byte-order mark it starts with: {patients.name}" in said.splitlines()
     table = (tmp_path / "table" / "cohort.csv").read_text(encoding="utf-8")
     assert table == (pipeline / "table" / "cohort.csv").read_text(encoding="utf-8")
+
+
+def test_extract_says_who_it_left_out_and_why(tmp_path: Path) -> None:
+    """Patients seen, with a first dose, and each reason for leaving one out: on standard error and
+    in extraction-summary.json (the counts of a flow diagram)."""
+    assert (
+        ichis(
+            "synth", "--out", str(tmp_path / "in"), "-n", "20", "--seed", "4", "--bystanders", "5"
+        ).returncode
+        == 0
+    )
+    done = ichis("extract", str(tmp_path / "in"), "--cutoff", "2023-08-31", "--out", str(tmp_path / "table"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "table" / "extraction-summary.json").read_text())
+    assert (
+        summary["patients_seen"],
+        summary["left_out"]["no checkpoint-inhibitor order or administration"],
+    ) == (25, 5)
+    assert summary["patients_seen"] == summary["with_first_dose"] + sum(summary["left_out"].values())
+    assert "patients seen: 25" in done.stderr
+    assert "left out: 5 patient(s): no checkpoint-inhibitor order or administration" in done.stderr
+
+
+def test_a_cutoff_before_every_dose_leaves_nothing_to_analyse_and_analyze_says_so(tmp_path: Path) -> None:
+    """Every first dose after the cut-off: no row; `cohort analyze` then exits 6 with its sentence."""
+    assert ichis("synth", "--out", str(tmp_path / "in"), "-n", "10", "--seed", "5").returncode == 0
+    done = ichis("extract", str(tmp_path / "in"), "--cutoff", "2001-01-01", "--out", str(tmp_path / "table"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "table" / "extraction-summary.json").read_text())
+    assert (summary["with_first_dose"], summary["left_out"]) == (
+        0,
+        {"first checkpoint-inhibitor dose after the cut-off": 10},
+    )
+    analysed = ichis("analyze", str(tmp_path / "table"), "--out", str(tmp_path / "report"))
+    assert analysed.returncode == 6
+    assert (
+        "nothing to analyse for PFS: no patient has both a complete IChIS and a follow-up time"
+        in analysed.stderr
+    )
+    assert "Traceback" not in analysed.stderr
