@@ -368,3 +368,34 @@ def test_tokens_stay_on_the_server_and_out_of_logs(
     assert "12,300" not in logged
     database = (env.app.extensions["ichis.runtime"].settings.data_dir / "smart.sqlite").read_bytes()
     assert token.encode() not in database
+
+
+def test_a_result_of_another_patient_inside_this_patients_panel_is_left_out_of_the_page(
+    smart_env: Callable[..., SmartEnv],
+) -> None:
+    """HAPI returns this patient's panel; the count contained in it names another patient: the page
+    keeps IChIS 0 from the patient's own counts and says what was ignored."""
+    env = smart_env()
+    env.fhir.add_patient("ichis-demo-0")
+    foreign_count = {
+        "resourceType": "Observation",
+        "id": "n",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+        "subject": {"reference": "Patient/ichis-demo-2"},
+        "valueQuantity": {"value": 12.3, "unit": "10*3/uL"},
+    }
+    panel = {
+        "resourceType": "Observation",
+        "id": "ichis-demo-0-mixed-panel",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "57021-8"}]},
+        "subject": {"reference": "Patient/ichis-demo-0"},
+        "effectiveDateTime": (NOW - timedelta(hours=2)).isoformat(),
+        "contained": [foreign_count],
+        "hasMember": [{"reference": "#n"}],
+    }
+    env.fhir.add([panel])
+    text = text_of(env.open("ichis-demo-0", appContext=app_context("ichis-demo-0")).text)
+    assert "IChIS 0 of 2" in text
+    assert "1 result of another patient was ignored (Observation/ichis-demo-0-mixed-panel#n)" in text

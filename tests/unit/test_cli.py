@@ -189,6 +189,23 @@ def test_a_file_of_several_patients_is_refused_unless_one_is_chosen(tmp_path: Pa
         ichis("score", str(path), "--at", "2024-03-02T00:00:00Z", "--patient", "Patient/p2").stdout
     )
     assert (first["ichis"], second["ichis"]) == (1, 0)
+    assert (first["patient"], len(first["left_out"]["other_patient"])) == ("Patient/p1", 2)
+    assert "2 results of another patient were ignored" in "\n".join(first["reasons"])
+
+
+def test_a_file_whose_results_name_no_patient_is_refused(tmp_path: Path) -> None:
+    """A result without a subject cannot be told from another patient's: never scored."""
+    lines = [json.loads(line) for line in _two_patients(tmp_path).read_text().splitlines()]
+    lines = [r for r in lines if r["resourceType"] == "Observation"]
+    for resource in lines:
+        del resource["subject"]
+    path = tmp_path / "anonymous.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in lines))
+    refused = ichis("score", str(path), "--at", "2024-03-02T00:00:00Z")
+    assert refused.returncode == 3
+    assert "names no patient" in refused.stderr
+    chosen = json.loads(ichis("score", str(path), "--at", "2024-03-02T00:00:00Z", "--patient", "p1").stdout)
+    assert (chosen["status"], len(chosen["left_out"]["no_subject"])) == ("unavailable", 4)
 
 
 def test_relative_and_absolute_references_to_one_patient_are_one_patient(tmp_path: Path) -> None:
