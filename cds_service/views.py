@@ -78,7 +78,10 @@ def call_service(service_id: str) -> Response:
         )
     runtime = _runtime()
     # Relative references in the request are the EHR's: absolute ones must be on its server.
-    patient = CallPatient(hook.patient_id, hook.fhir_server)
+    try:
+        patient = CallPatient.parse(hook.patient_id, hook.fhir_server)
+    except ValueError:
+        raise BadRequest("context.patientId must be a FHIR id", expression=["context.patientId"]) from None
     _left_out("draft order", for_patient(hook.draft_orders, patient, ORDER_TYPES))
     only = hook.selections if hook.hook == "order-select" else None
     orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only, patient=patient)

@@ -93,13 +93,12 @@ class CallPatient:
 
     def __post_init__(self) -> None:
         # A FHIR id, or the urn:uuid fullUrl of a Patient sent without one (a transaction Bundle).
-        if not self.id or "/" in self.id or self.id != self.id.strip():
+        if not self.id or "/" in self.id or any(c.isspace() for c in self.id):
             raise ValueError(f"a patient id is a FHIR id or a urn:uuid fullUrl, not {self.id!r}")
 
     @classmethod
     def parse(cls, text: str, server: str | None = None) -> CallPatient:
-        """``p1``, ``Patient/p1`` or an absolute (or versioned) Patient URL."""
-        text = text.strip()
+        """``p1``, ``Patient/p1`` or an absolute (or versioned) Patient URL; ValueError otherwise."""
         m = _ABSOLUTE.match(text) or _RELATIVE.match(text)
         if m and m["type"] == "Patient":
             return cls(m["id"], server)

@@ -358,7 +358,10 @@ def _render_details(key: str, *, print_view: bool) -> Response:
     since = (at - timedelta(days=runtime.settings.trend_days)).date()
     record = read_record(client, patient, grants, service.mapping, since)
     # The score comes from the one path every surface uses, at the card's order time.
-    subject = CallPatient(patient, str(launch["iss"]))
+    try:
+        subject = CallPatient.parse(patient, str(launch["iss"]))
+    except ValueError:
+        raise ContextMismatch(f"The launch names the patient {patient!r}, which is not a FHIR id.") from None
     assessment = assess(record.observations or [], at, service.mapping, patient=subject)
     scope = (
         assess_scope(record.conditions, service.diagnoses, patient=subject)

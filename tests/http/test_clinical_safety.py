@@ -155,3 +155,12 @@ def test_results_contained_in_a_diagnostic_report_in_the_prefetch_are_read(clien
     card = card_of(client, hook_body("ichis-demo-0", prefetch=labs(report)))
     assert card["summary"].startswith("IChIS 2 of 2")
     assert "DiagnosticReport/cbc-report#n" in card["detail"]
+
+
+@pytest.mark.parametrize("patient_id", ["a/b/c", " ichis-demo-0", "ichis-demo-0 "])
+def test_a_patient_id_that_is_no_fhir_id_is_a_400(client: FlaskClient, patient_id: str) -> None:
+    body = hook_body("ichis-demo-0")
+    body["context"]["patientId"] = patient_id
+    reply = post_hook(client, body)
+    assert reply.status_code == 400
+    assert reply.get_json()["resourceType"] == "OperationOutcome"
