@@ -19,6 +19,8 @@ from flask import Flask, Response, g, has_request_context, request
 FIELDS = (
     "request_id", "hookInstance", "iss", "jti", "tenant", "service", "method", "path", "status",
     "duration_ms", "reason", "prefetched", "fetched", "stored", "duplicates", "cards",
+    # Resources left out under the subject rule: ids only, never a value.
+    "other_patient", "no_subject",
 )  # fmt: skip
 
 

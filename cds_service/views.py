@@ -158,7 +158,11 @@ def _left_out(noun: str, check: SubjectCheck) -> None:
     log.warning(
         "%s(s) of another patient or without a subject were ignored",
         noun,
-        extra={"other_patient": list(check.foreign), "no_subject": list(check.untied)},
+        extra={
+            "hookInstance": g.get("hook_instance"),
+            "other_patient": list(check.foreign),
+            "no_subject": list(check.untied),
+        },
     )
     facts = g.get("audit", {})
     note(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import logging
 import re
 from datetime import timedelta
@@ -15,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from markdown_it import MarkdownIt
 
+from cds_service.logs import JsonFormatter
 from tests.http.conftest import NOW, hook_body, medication_request, post_hook, prefetch_for, searchset
 
 LOINC = "http://loinc.org"
@@ -62,12 +64,16 @@ def test_another_patients_results_in_the_prefetch_never_change_this_patients_car
     for entry in copy.deepcopy(prefetch_for("ichis-demo-2")["labs"]["entry"]):
         entry["resource"]["subject"] = {"reference": subject}
         prefetch["labs"]["entry"].append(entry)
+    body = hook_body("ichis-demo-0", prefetch=prefetch)
     with caplog.at_level(logging.WARNING, logger="ichis.cds"):
-        card = card_of(client, hook_body("ichis-demo-0", prefetch=prefetch))
+        card = card_of(client, body)
     assert card["summary"].startswith("IChIS 0 of 2")
     assert "results of another patient were ignored" in card["detail"]
     warning = next(r for r in caplog.records if "another patient" in r.getMessage())
-    assert "Observation/ichis-demo-2-0-neutrophils" in warning.__dict__["other_patient"]
+    line = json.loads(JsonFormatter().format(warning))
+    assert "Observation/ichis-demo-2-0-neutrophils" in line["other_patient"]
+    assert line["hookInstance"] == body["hookInstance"]
+    assert "12.3" not in json.dumps(line)  # ids only: the other patient's value is not logged
 
 
 def test_results_without_a_subject_are_not_scored(client: FlaskClient) -> None:
