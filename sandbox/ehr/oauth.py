@@ -11,7 +11,10 @@ responses, OpenID Connect id tokens. This module adds what SMART asks of an EHR:
 - exact redirect URIs: an unregistered one gets an error page, never a redirect;
 - one-time codes that expire within a minute (``code_ttl``);
 - the token response carries ``patient``, ``encounter``, ``need_patient_banner``,
-  ``smart_style_url``, ``fhirContext``, ``appContext`` (and ``tenant`` when set).
+  ``smart_style_url``, ``fhirContext``, ``appContext`` (and ``tenant`` when set);
+- ``online_access`` or ``offline_access`` asked for brings a refresh token (any registered client
+  may ask; ``deny_scopes`` can refuse them). Refresh tokens are rotated: each works once, and the
+  answer brings the next one with the new access token, for the same grant (scope, patient).
 
 Consent is approved automatically for the one **sandbox user** (``user_id``, ``user_name``):
 the simulated clinician who is always logged in to this EHR. No login page.
@@ -30,6 +33,7 @@ from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
+    RefreshTokenGrant,
 )
 from authlib.oauth2.rfc6750 import BearerTokenGenerator  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
@@ -40,12 +44,18 @@ from sandbox.ehr.access import grant_scopes
 from sandbox.ehr.display import patient_name
 from sandbox.ehr.errors import BadRequest
 from sandbox.ehr.settings import RegisteredClient, Settings
-from sandbox.ehr.store import AuthorizationCodeRecord, LaunchContext, TokenRecord
+from sandbox.ehr.store import AuthorizationCodeRecord, LaunchContext, RefreshTokenRecord, TokenRecord
 
 if TYPE_CHECKING:
     from sandbox.ehr.state import EhrState
 
 ID_TOKEN_LIFETIME = 300
+#: Scopes that ask for a refresh token (SMART 2.2, "Scopes for requesting a refresh token"),
+#: granted to any registered client that asks for them.
+RENEWAL_SCOPES = ("online_access", "offline_access")
+#: How long a refresh token lives. ``online_access`` lasts while the user is logged in to the EHR;
+#: the sandbox user always is, so it lasts a working day. ``offline_access`` outlives that.
+REFRESH_LIFETIME = {"online_access": 12 * 3600, "offline_access": 30 * 24 * 3600}
 
 # Authlib ships no type information: its base classes are Any to mypy, hence the narrowly scoped
 # "misc" ignores on the classes below (subclassing Any) and "import-untyped" on the imports above.
@@ -73,7 +83,7 @@ class Client(ClientMixin):  # type: ignore[misc]
         return None  # SMART requires redirect_uri on every request: no default to fall back to
 
     def get_allowed_scope(self, scope: str | None) -> str:
-        return grant_scopes(scope or "", self.registered.scopes)
+        return grant_scopes(scope or "", (*self.registered.scopes, *RENEWAL_SCOPES))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.registered.redirect_uris  # exact string match, no prefixes
@@ -91,7 +101,7 @@ class Client(ClientMixin):  # type: ignore[misc]
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "authorization_code"
+        return grant_type in ("authorization_code", "refresh_token")
 
 
 class RequireS256(CodeChallenge):  # type: ignore[misc]
@@ -149,6 +159,28 @@ class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         return self.ehr.sandbox_user
 
 
+class SmartRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
+    """The refresh-token grant (RFC 6749, 6) over the sandbox's store: one use per refresh token."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]  # noqa: RUF012 - Authlib's own attribute
+    # Rotation: the answer brings a new refresh token and the one presented stops working.
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    @property
+    def ehr(self) -> EhrState:
+        state: EhrState = self.server.ehr
+        return state
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
+        return self.ehr.store.refresh_token(refresh_token)
+
+    def authenticate_user(self, refresh_token: RefreshTokenRecord) -> SandboxUser:
+        return self.ehr.sandbox_user
+
+    def revoke_old_credential(self, refresh_token: RefreshTokenRecord) -> None:
+        self.ehr.store.revoke_refresh_token(refresh_token.refresh_token)
+
+
 class SmartLaunch:
     """SMART's additions to the grant: ``aud``, launch context, granted scopes, context in the token."""
 
@@ -173,7 +205,8 @@ class SmartLaunch:
             raise InvalidScopeError("scope is required")
         context = self._context(data, requested)
         denied = settings.deny_scopes + context.deny_scopes
-        granted = grant_scopes(" ".join(requested), oauth_request.client.registered.scopes, denied)
+        allowed = (*oauth_request.client.registered.scopes, *RENEWAL_SCOPES)
+        granted = grant_scopes(" ".join(requested), allowed, denied)
         if not granted:
             raise InvalidScopeError("none of the requested scopes can be granted to this client")
         oauth_request.scope = granted
@@ -256,34 +289,66 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.ehr = state
         settings = state.settings
         self._clients = {c.client_id: Client(c) for c in settings.clients}
-        self.register_token_generator(
-            "default",
-            BearerTokenGenerator(
-                access_token_generator=lambda **_: secrets.token_urlsafe(32),
-                expires_generator=lambda client, grant_type: settings.access_token_ttl,
-            ),
+        bearer = BearerTokenGenerator(
+            access_token_generator=lambda **_: secrets.token_urlsafe(32),
+            refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
+            expires_generator=lambda client, grant_type: settings.access_token_ttl,
         )
+
+        def generate(*, scope: str | None = None, include_refresh_token: bool = True, **rest: Any) -> Any:
+            # A refresh token only for a grant that holds a renewal scope (Authlib would give one
+            # to every client allowed the refresh_token grant).
+            renewable = bool(set((scope or "").split()) & set(RENEWAL_SCOPES))
+            return bearer(scope=scope, include_refresh_token=include_refresh_token and renewable, **rest)
+
+        self.register_token_generator("default", generate)
         self.register_grant(
             SmartCodeGrant, [RequireS256(required=True), SmartLaunch(state), SmartOpenIDCode(state)]
         )
+        self.register_grant(SmartRefreshGrant)
 
     def query_client(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
 
     def save_token(self, token: dict[str, Any], oauth_request: Any) -> None:
-        code: AuthorizationCodeRecord = oauth_request.authorization_code
+        """Keep the access token (and refresh token) with the grant they came from: the code's
+        launch context, or the refresh token's, which carries it on."""
+        renewed: RefreshTokenRecord | None = getattr(oauth_request, "refresh_token", None)
+        if renewed is not None:
+            patient, encounter, user, code = renewed.patient, renewed.encounter, renewed.user, renewed.code
+        else:
+            authorization: AuthorizationCodeRecord = oauth_request.authorization_code
+            patient, encounter = authorization.context.patient, authorization.context.encounter
+            user, code = authorization.user, authorization.code
+        now = self.ehr.store.clock()
+        scope = token.get("scope", "")
+        client_id = oauth_request.client.get_client_id()
         self.ehr.store.save_token(
             TokenRecord(
                 access_token=token["access_token"],
-                client_id=oauth_request.client.get_client_id(),
-                scope=token.get("scope", ""),
-                patient=code.context.patient,
-                encounter=code.context.encounter,
-                user=code.user,
-                expires_at=self.ehr.store.clock() + int(token["expires_in"]),
-                code=code.code,
+                client_id=client_id,
+                scope=scope,
+                patient=patient,
+                encounter=encounter,
+                user=user,
+                expires_at=now + int(token["expires_in"]),
+                code=code,
             )
         )
+        if "refresh_token" in token:
+            offline = "offline_access" in scope.split()
+            self.ehr.store.save_refresh_token(
+                RefreshTokenRecord(
+                    refresh_token=token["refresh_token"],
+                    client_id=client_id,
+                    scope=scope,
+                    patient=patient,
+                    encounter=encounter,
+                    user=user,
+                    expires_at=now + REFRESH_LIFETIME["offline_access" if offline else "online_access"],
+                    code=code,
+                )
+            )
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None  # no blinker signals: nothing in the sandbox listens
@@ -298,7 +363,7 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
         "authorization_endpoint": f"{base}/auth/authorize",
         "token_endpoint": f"{base}/auth/token",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": [
@@ -307,6 +372,8 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
             "launch",
             "launch/patient",
             "launch/encounter",
+            "online_access",
+            "offline_access",
             "patient/*.rs",
             "user/*.rs",
         ],
@@ -325,6 +392,8 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
             "permission-user",
             "permission-v1",
             "permission-v2",
+            "permission-online",
+            "permission-offline",
             "sso-openid-connect",
         ],
     }
@@ -345,7 +414,7 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "name", "fhirUser"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
         "code_challenge_methods_supported": ["S256"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
     }
 
 

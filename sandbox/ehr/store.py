@@ -79,6 +79,28 @@ class TokenRecord:
     revoked: bool = False
 
 
+@dataclass(frozen=True)
+class RefreshTokenRecord:
+    """One refresh token (``online_access`` or ``offline_access`` granted) and the grant it renews."""
+
+    refresh_token: str = field(repr=False)
+    client_id: str
+    scope: str
+    patient: str | None
+    encounter: str | None
+    user: str
+    expires_at: float
+    code: str | None = None
+    revoked: bool = False
+
+    # Authlib's refresh-token grant, by duck typing.
+    def check_client(self, client: Any) -> bool:
+        return bool(client.get_client_id() == self.client_id)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
 class Store:
     """Launches, codes and tokens of one sandbox EHR, safe to use from many request threads."""
 
@@ -89,6 +111,7 @@ class Store:
         self._codes: dict[str, AuthorizationCodeRecord] = {}
         self._used_codes: set[str] = set()
         self._tokens: dict[str, TokenRecord] = {}
+        self._refresh_tokens: dict[str, RefreshTokenRecord] = {}
 
     # launches -----------------------------------------------------------------------------
     def mint_launch(self, context: LaunchContext, ttl: int) -> str:
@@ -122,6 +145,9 @@ class Store:
                 for token, record in list(self._tokens.items()):
                     if record.code == code:
                         self._tokens[token] = replace(record, revoked=True)
+                for token, renewal in list(self._refresh_tokens.items()):
+                    if renewal.code == code:
+                        self._refresh_tokens[token] = replace(renewal, revoked=True)
                 return None
             found = self._codes.get(code)
             if found is None or found.client_id != client_id:
@@ -150,3 +176,22 @@ class Store:
             record = self._tokens.get(access_token)
             if record is not None:
                 self._tokens[access_token] = replace(record, revoked=True)
+
+    # refresh tokens -----------------------------------------------------------------------
+    def save_refresh_token(self, record: RefreshTokenRecord) -> None:
+        with self._lock:
+            self._refresh_tokens[record.refresh_token] = record
+
+    def refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
+        """The refresh token's record if it is live (issued here, not expired, not revoked)."""
+        with self._lock:
+            record = self._refresh_tokens.get(refresh_token)
+        if record is None or record.revoked or self.clock() >= record.expires_at:
+            return None
+        return record
+
+    def revoke_refresh_token(self, refresh_token: str) -> None:
+        with self._lock:
+            record = self._refresh_tokens.get(refresh_token)
+            if record is not None:
+                self._refresh_tokens[refresh_token] = replace(record, revoked=True)

@@ -62,7 +62,8 @@ def test_smart_configuration_names_the_endpoints_s256_and_the_capabilities(clien
     assert config["token_endpoint"] == f"{TEST_BASE}/auth/token"
     assert config["jwks_uri"] == f"{TEST_BASE}/.well-known/jwks.json"
     assert config["code_challenge_methods_supported"] == ["S256"]
-    assert config["grant_types_supported"] == ["authorization_code"]
+    assert config["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    assert {"online_access", "offline_access"} <= set(config["scopes_supported"])
     assert config["response_types_supported"] == ["code"]
     expected = {
         "launch-ehr",
@@ -70,6 +71,8 @@ def test_smart_configuration_names_the_endpoints_s256_and_the_capabilities(clien
         "client-public",
         "context-ehr-patient",
         "permission-v2",
+        "permission-online",
+        "permission-offline",
     }
     assert expected <= set(config["capabilities"])
 
@@ -367,3 +370,101 @@ def test_a_standalone_launch_lets_the_sandbox_user_pick_the_patient(
     assert "encounter" not in token
     unknown = client.post("/auth/authorize", data={**dict(parse_qsl(query)), "sandbox_patient": "nobody-1"})
     assert unknown.status_code == 400
+
+
+# --- refresh tokens ----------------------------------------------------------------------------
+
+RENEWABLE = "launch openid fhirUser patient/Patient.rs online_access"
+
+
+def refresh(client: FlaskClient, refresh_token: str, headers: dict[str, str] | None = None) -> TestResponse:
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return client.post("/auth/token", data=data, headers=basic() if headers is None else headers)
+
+
+def renewable_token(client: FlaskClient, **launch: Any) -> dict[str, Any]:
+    code, verifier = get_code(client, scope=RENEWABLE, launch=mint_launch(client, **launch))
+    token: dict[str, Any] = exchange(client, code, verifier).json
+    return token
+
+
+@pytest.mark.parametrize(
+    ("scope", "refreshable"),
+    [
+        ("launch patient/Patient.rs online_access", True),
+        ("launch patient/Patient.rs offline_access", True),
+        ("launch patient/Patient.rs", False),
+    ],
+)
+def test_a_refresh_token_comes_with_online_or_offline_access_only(
+    client: FlaskClient, scope: str, refreshable: bool
+) -> None:
+    """Asking for online_access or offline_access (and only that) brings a refresh token."""
+    code, verifier = get_code(client, scope=scope)
+    token = exchange(client, code, verifier).json
+    assert token["scope"] == scope
+    assert ("refresh_token" in token) is refreshable
+
+
+def test_a_refresh_token_renews_the_same_grant_and_works_once(ehr: Flask, client: FlaskClient) -> None:
+    """The refresh answer brings a new access token for the same patient and scope, and the next
+    refresh token; the one presented is spent."""
+    first = renewable_token(client, patient="pat-9")
+    renewed = refresh(client, first["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    token = renewed.json
+    assert token["access_token"] != first["access_token"]
+    assert token["scope"] == RENEWABLE
+    assert token["expires_in"] == 3600
+    assert token["refresh_token"] != first["refresh_token"]
+    record = state_of(ehr).store.token(token["access_token"])
+    assert record is not None
+    assert (record.patient, record.user, record.scope) == (
+        "pat-9",
+        "Practitioner/ichis-sandbox-clinician",
+        RENEWABLE,
+    )
+    spent = refresh(client, first["refresh_token"])
+    assert (spent.status_code, spent.json["error"]) == (400, "invalid_grant")
+    assert refresh(client, token["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({}, "invalid_client"),
+        (basic(secret="wrong"), "invalid_client"),  # noqa: S106 - a deliberately wrong test secret
+    ],
+)
+def test_a_refresh_needs_the_clients_own_secret(
+    client: FlaskClient, headers: dict[str, str], error: str
+) -> None:
+    """A refresh token alone, or with a wrong secret, renews nothing."""
+    token = renewable_token(client)
+    answer = refresh(client, token["refresh_token"], headers=headers)
+    assert answer.status_code in (400, 401)
+    assert answer.json["error"] == error
+
+
+def test_a_denied_online_access_brings_no_refresh_token(client: FlaskClient) -> None:
+    """The launch options can refuse online_access: the app then gets no way to renew."""
+    token = renewable_token(client, deny_scopes=["online_access"])
+    assert "online_access" not in token["scope"].split()
+    assert "refresh_token" not in token
+
+
+def test_a_reused_code_revokes_the_refresh_token_it_gave(client: FlaskClient) -> None:
+    """RFC 6749, 4.1.2: a code presented twice revokes what it was exchanged for, refresh tokens too."""
+    code, verifier = get_code(client, scope=RENEWABLE)
+    token = exchange(client, code, verifier).json
+    assert exchange(client, code, verifier).status_code == 400
+    assert refresh(client, token["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_an_online_refresh_token_lasts_a_working_day(ehr: Flask, client: FlaskClient) -> None:
+    """After twelve hours an online_access refresh token is refused as invalid_grant."""
+    token = renewable_token(client)
+    store = state_of(ehr).store
+    issued = store.clock()
+    store.clock = lambda: issued + 12 * 3600 + 1
+    assert refresh(client, token["refresh_token"]).json["error"] == "invalid_grant"
