@@ -357,3 +357,188 @@ def feedback_audit_event(facts: FeedbackAuditFacts) -> dict[str, Any]:
         "source": _source(facts.service_url),
         "entity": entities,
     }
+
+
+# --- the SMART app's records ----------------------------------------------------------------------
+
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+#: The SMART app's activities, as ``subtype`` codes an auditor searches by (``ACTIVITY`` system).
+SMART_LAUNCH, SMART_PAGE_VIEW, SMART_PRINT_VIEW = "smart-launch", "smart-page-view", "smart-print-view"
+_SMART_ACTIVITY_DISPLAY = {
+    SMART_LAUNCH: "SMART app launch",
+    SMART_PAGE_VIEW: "SMART app page view",
+    SMART_PRINT_VIEW: "SMART app print view",
+}
+
+
+@dataclass(frozen=True)
+class SmartRequest:
+    """One request the SMART app made to the EHR's FHIR server, and how it ended."""
+
+    #: ``read`` or ``search-type`` (https://hl7.org/fhir/R4/codesystem-restful-interaction.html).
+    interaction: str
+    #: The request relative to the FHIR base: ``Patient/p1``, ``Observation?patient=p1&...``.
+    query: str
+    #: What came of it, in words: ``200``, ``403``, ``timeout``...
+    result: str
+
+
+@dataclass(frozen=True)
+class SmartAuditFacts:
+    """Everything one SMART launch's or one page's record states."""
+
+    record_id: str
+    activity: str  # SMART_LAUNCH, SMART_PAGE_VIEW or SMART_PRINT_VIEW
+    recorded: datetime
+    outcome: str  # OUTCOME_SUCCESS, OUTCOME_MINOR or OUTCOME_SERIOUS
+    outcome_text: str
+    #: The app's own base URL (``{public base}/smart``): the client's network address.
+    app_url: str
+    client_id: str
+    #: The EHR's FHIR base URL (the launch's ``iss``).
+    iss: str | None
+    #: The id token's ``fhirUser``: the user's FHIR resource URL on the EHR.
+    user: str | None
+    patient_id: str | None
+    #: The hookInstance of the card whose link opened the app (its ``appContext``).
+    hook_instance: str | None
+    requests: Sequence[SmartRequest] = ()
+
+
+def _relative_to(url: str, base: str | None) -> str:
+    """``{base}/Practitioner/1`` as ``Practitioner/1``, the form the hook records' user has."""
+    if base and url.startswith(base.rstrip("/") + "/"):
+        return url[len(base.rstrip("/")) + 1 :]
+    return url
+
+
+def _agent_fhir_user(user: str | None, iss: str | None) -> dict[str, Any]:
+    """The user (BALP's user agent): the reference in the hook records' form, the URL as identifier.
+
+    ``altId`` is the relative form too, so that ``altid=Practitioner/x`` finds this user's hook
+    calls and page views alike, whatever the audit repository holds.
+    """
+    agent: dict[str, Any] = {
+        "type": {"coding": [{"system": SECURITY_ROLE, "code": "humanuser", "display": "human user"}]},
+        "requestor": True,
+    }
+    if not user:
+        agent["who"] = {"display": "user not identified (the EHR sent no fhirUser)"}
+        return agent
+    relative = _relative_to(user, iss)
+    who: dict[str, Any] = {}
+    if "://" not in relative:
+        who["reference"] = relative
+    if "://" in user:
+        # An absolute reference to another server would be refused by a repository that allows no
+        # external references (HAPI's default): the URL goes in as an identifier.
+        who["identifier"] = {"system": RFC3986, "value": user}
+    agent.update(who=who, altId=relative, name=relative)
+    return agent
+
+
+def _agent_smart_client(client_id: str, app_url: str) -> dict[str, Any]:
+    """The app as the client of the FHIR requests (DICOM and IHE: the Source Role ID)."""
+    return {
+        "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": {"identifier": {"value": client_id}, "display": f"IChIS SMART app (client {client_id})"},
+        "requestor": False,
+        "network": {"address": app_url, "type": "5"},
+    }
+
+
+def _agent_fhir_server(iss: str) -> dict[str, Any]:
+    """The EHR's FHIR server that answered (DICOM and IHE: the Destination Role ID)."""
+    return {
+        "type": {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"identifier": {"system": RFC3986, "value": iss}, "display": f"EHR FHIR server {iss}"},
+        "requestor": False,
+        "network": {"address": iss, "type": "5"},
+    }
+
+
+def _smart_event(
+    facts: SmartAuditFacts, event_type: dict[str, str], subtype: list[dict[str, str]]
+) -> dict[str, Any]:
+    agents = [_agent_fhir_user(facts.user, facts.iss), _agent_smart_client(facts.client_id, facts.app_url)]
+    if facts.iss:
+        agents.append(_agent_fhir_server(facts.iss))
+    entities = []
+    if facts.patient_id:
+        entities.append(_entity(reference=f"Patient/{facts.patient_id}", entity_type="1", role="1"))
+    if facts.hook_instance:
+        entities.append(
+            _entity(
+                identifier=f"urn:uuid:{facts.hook_instance}",
+                entity_type="2",
+                role="20",
+                description="hookInstance of the card whose link opened the app",
+            )
+        )
+    for made in facts.requests:
+        entities.append(
+            _entity(
+                entity_type="2",
+                role="24",
+                description=f"FHIR {made.interaction} by the SMART app",
+                query=made.query,
+                detail=[("result", made.result)],
+            )
+        )
+    activity = {
+        "system": ACTIVITY,
+        "code": facts.activity,
+        "display": _SMART_ACTIVITY_DISPLAY[facts.activity],
+    }
+    return {
+        "resourceType": "AuditEvent",
+        "id": facts.record_id,
+        "type": event_type,
+        "subtype": [*subtype, activity],
+        "action": "E",
+        "recorded": facts.recorded.isoformat(),
+        "outcome": facts.outcome,
+        "outcomeDesc": facts.outcome_text,
+        "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": "TREAT", "display": "treatment"}]}],
+        "agent": agents,
+        "source": {
+            "site": facts.app_url,
+            "observer": {"display": "IChIS SMART app"},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+        "entity": entities,
+    }
+
+
+def smart_launch_audit_event(facts: SmartAuditFacts) -> dict[str, Any]:
+    """The AuditEvent for one SMART launch: the app started for a user and a patient (or refused).
+
+    DICOM's Application Activity / Application Start: BALP has no launch pattern, and the launch
+    reads no patient data itself (the page does, and has its own record).
+    """
+    return _smart_event(
+        facts,
+        {"system": DCM, "code": "110100", "display": "Application Activity"},
+        [{"system": DCM, "code": "110120", "display": "Application Start"}],
+    )
+
+
+def smart_page_audit_event(facts: SmartAuditFacts) -> dict[str, Any]:
+    """The AuditEvent for one page of the SMART app that reads patient data (or was refused).
+
+    BALP PatientRead and PatientQuery in one record, as one page makes both: type ``rest``, a
+    ``restful-interaction`` subtype per kind of request, each request as a query entity with its
+    result; action R for a page that only read, E once it searched (BALP's Query).
+    """
+    interactions = list(dict.fromkeys(made.interaction for made in facts.requests))
+    subtype = [{"system": RESTFUL_INTERACTION, "code": kind, "display": kind} for kind in interactions]
+    if facts.activity == SMART_PRINT_VIEW:
+        # A printout is a page view too: one search by smart-page-view finds every view.
+        subtype.append(
+            {"system": ACTIVITY, "code": SMART_PAGE_VIEW, "display": _SMART_ACTIVITY_DISPLAY[SMART_PAGE_VIEW]}
+        )
+    event = _smart_event(
+        facts, {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}, subtype
+    )
+    event["action"] = "E" if "search-type" in interactions else "R"
+    return event
