@@ -60,9 +60,11 @@ OBSERVATION: dict[str, Any] = {
 CONTACT: dict[str, Any] = {
     "subject": _REFERENCE,
     "status": _STR,
+    "code": _CODINGS,
     "effectiveDateTime": _STR,
     "effectiveInstant": _STR,
     "effectivePeriod": {"start": _STR},
+    "valueCodeableConcept": _CODINGS,
 }
 CONDITION: dict[str, Any] = {"subject": _REFERENCE, "code": _CODINGS}
 ADMINISTRATION: dict[str, Any] = {
@@ -427,7 +429,10 @@ def last_contacts(definition: CohortDefinition, dialect: Dialect) -> str:
     """Each cohort patient's last dated Observation or administration on or before the cut-off.
 
     Only run for ``follow_up = "last-contact"``: it reads every Observation a second time.
-    Rows: patient, date.
+    An Observation that records an event (a death, a progression) is no contact by its own time:
+    Python dates it by the event (``valueDateTime`` first, records._event_dates) and counts that
+    day, so a registry entry made during follow-up about a death on another day never extends
+    follow-up to the day it was typed. Rows: patient, date.
     """
     d = dialect
     cutoff = f"DATE '{definition.cutoff.isoformat()}'"
@@ -436,10 +441,14 @@ def last_contacts(definition: CohortDefinition, dialect: Dialect) -> str:
     void_results = ", ".join(d.literal(s) for s in codes.VOID_RESULT_STATUSES)
     void_doses = ", ".join(d.literal(s) for s in codes.VOID_DOSE_STATUSES)
     return f"""
-WITH dated AS (
-  SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day
+WITH observations AS (
+  SELECT {_patient("r.subject.reference")} AS patient, {_date(effective)} AS day,
+         {d.coding_keys("r.code.coding")} AS keys, r.valueCodeableConcept.coding AS answers
   FROM (SELECT {d.from_json("line", CONTACT)} AS r FROM {view_of("Observation")} WHERE {_nonblank()})
   WHERE coalesce(r.status, '') NOT IN ({void_results})
+),
+dated AS (
+  SELECT o.patient, o.day FROM observations o WHERE NOT {_event_rules(definition, d)}
   UNION ALL
   SELECT {_patient("r.subject.reference")} AS patient,
          {_date("coalesce(r.effectiveDateTime, r.effectivePeriod.start)")} AS day

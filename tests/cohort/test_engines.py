@@ -302,6 +302,49 @@ def test_last_contact_follow_up_counts_events_and_skips_withdrawn_records_on_bot
     assert table(spark, tmp_path, definition) == rows
 
 
+def test_a_registry_entry_of_a_death_counts_as_contact_on_the_day_of_death_not_the_day_it_was_typed(
+    tmp_path: Path, spark: SparkEngine
+) -> None:
+    """With follow_up = "last-contact", an event Observation is dated as the row builder dates it (its
+    valueDateTime first), on both engines: a death typed in during follow-up with a date before the
+    first dose (a data error the notes name) does not extend follow-up to the day it was typed."""
+    from cohort.definition import load_definition
+    from tests.cohort.conftest import CUTOFF
+
+    registry = "http://hospital.example/death-registry"
+    site = {
+        "cohort": {
+            "follow_up": "last-contact",
+            "death": {
+                "rules": [{"resource": "Observation", "codes": [{"system": registry, "code": "death"}]}]
+            },
+        }
+    }
+    definition = load_definition(site, CUTOFF)
+    patient = "Patient/p"
+    given = administration("a", patient, "2023-02-01T10:00:00+09:00", **rxnorm("1547545"))
+    seen = count("n", patient, "751-8", "9.5", "10*3/uL", when="2023-03-01T08:00:00+09:00")
+    typed_in = {
+        "resourceType": "Observation",
+        "id": "death",
+        "status": "final",
+        "code": {"coding": [{"system": registry, "code": "death"}]},
+        "subject": {"reference": patient},
+        "effectiveDateTime": "2023-06-20T10:00:00+09:00",
+        "valueDateTime": "2021-02-03",
+    }
+    (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(given) + "\n", encoding="utf-8")
+    (tmp_path / "Observation.ndjson").write_text(
+        "".join(json.dumps(r, default=float) + "\n" for r in (seen, typed_in)), encoding="utf-8"
+    )
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    (row,) = rows
+    assert (row["follow_up_end"], row["os_days"], row["os_event"]) == (date(2023, 3, 1), None, None)
+    assert "a death dated 2021-02-03 before the first dose" in row["notes"]
+    assert table(spark, tmp_path, definition) == rows
+
+
 def test_a_drug_name_outside_ascii_is_found_when_the_json_escapes_it(
     tmp_path: Path, spark: SparkEngine
 ) -> None:
