@@ -116,14 +116,25 @@ class TokenRequestFailed(SmartAppError):
     title = "The EHR did not issue an access token"
     advice = f"The launch could not be completed. {_RELAUNCH} If it keeps failing, tell the administrator."
 
+    def __init__(self, detail: str, *, advice: str | None = None, answered: int | None = None) -> None:
+        super().__init__(detail, advice=advice)
+        #: The token endpoint's HTTP status, when it answered at all.
+        self.answered = answered
+
 
 class TokenExpired(SmartAppError):
-    """The access token's lifetime is over (or the EHR no longer accepts it)."""
+    """The access token's lifetime is over and the app cannot renew it (no refresh token was
+    granted, or the EHR refused to renew)."""
 
     status = 401
     code = "token-expired"
-    title = "Access to the record has expired"
-    advice = f"For your patient's safety the app's access is short-lived. {_RELAUNCH}"
+    title = "Access to the record has ended and cannot be renewed"
+    advice = f"For your patient's safety the app's access is limited in time. {_RELAUNCH}"
+
+
+class TokenRefused(TokenExpired):
+    """The EHR's FHIR server answered 401: the token was revoked or expired early (the app renews
+    it once when it can, then gives up)."""
 
 
 class UnknownLaunch(SmartAppError):

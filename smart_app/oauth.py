@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -100,7 +100,7 @@ def authorization_url(endpoint: str, params: Mapping[str, str]) -> str:
 class TokenResponse:
     """The token response, read defensively (SMART 2.2, step 5, and the launch context parameters)."""
 
-    access_token: str
+    access_token: str = field(repr=False)
     expires_in: int | None
     scope: str
     patient: str | None
@@ -108,36 +108,34 @@ class TokenResponse:
     need_patient_banner: bool
     app_context: str | None
     fhir_context: tuple[dict[str, Any], ...]
-    id_token: str | None
+    id_token: str | None = field(repr=False)
+    #: Granted with ``online_access`` or ``offline_access``: trades for a new access token.
+    refresh_token: str | None = field(default=None, repr=False)
+    smart_style_url: str | None = None
 
 
-def request_token(
-    configuration: SmartConfiguration,
+def _token_call(
+    endpoint: str,
+    form: Mapping[str, str],
     *,
-    code: str,
-    verifier: str,
-    redirect_uri: str,
     client_id: str,
     client_secret: str,
     requested_scope: str,
     session: requests.Session,
     timeout: float,
 ) -> TokenResponse:
-    """Trade the code and the PKCE verifier for a token, authenticating with client_secret_basic."""
+    """POST to the token endpoint with client_secret_basic; the response read, or TokenRequestFailed."""
     # RFC 6749, 2.3.1: id and secret are form-encoded before they go into the Basic header.
     auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
     try:
         response = session.post(
-            configuration.token_endpoint,
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": redirect_uri,
-                "code_verifier": verifier,
-            },
+            endpoint,
+            data=dict(form),
             auth=auth,
             headers={"Accept": "application/json"},
             timeout=timeout,
+            # The secret and the code must not follow a redirect to another server.
+            allow_redirects=False,
         )
     except requests.RequestException as error:
         raise TokenRequestFailed(
@@ -153,10 +151,70 @@ def request_token(
         )
         raise TokenRequestFailed(
             f"The EHR refused the token request (HTTP {response.status_code}"
-            + (f", {reason}" if reason else "")
-            + ")."
+            + (f", {_short_code(reason)}" if reason else "")
+            + ").",
+            answered=response.status_code,
         )
     return parse_token_response(body, requested_scope)
+
+
+def _short_code(reason: str) -> str:
+    """An OAuth error code as shown on a page: codes are short ASCII words (RFC 6749, 5.2)."""
+    return reason if len(reason) <= 60 and reason.isascii() and reason.isprintable() else "an error"
+
+
+def request_token(
+    configuration: SmartConfiguration,
+    *,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    client_id: str,
+    client_secret: str,
+    requested_scope: str,
+    session: requests.Session,
+    timeout: float,
+) -> TokenResponse:
+    """Trade the code and the PKCE verifier for a token, authenticating with client_secret_basic."""
+    return _token_call(
+        configuration.token_endpoint,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        },
+        client_id=client_id,
+        client_secret=client_secret,
+        requested_scope=requested_scope,
+        session=session,
+        timeout=timeout,
+    )
+
+
+def refresh_access(
+    token_endpoint: str,
+    *,
+    refresh_token: str,
+    client_id: str,
+    client_secret: str,
+    granted_scope: str,
+    session: requests.Session,
+    timeout: float,
+) -> TokenResponse:
+    """A new access token for a refresh token (SMART 2.2, "Refresh access token"; RFC 6749, 6).
+
+    No ``scope`` is sent, so the grant stays as it was; an answer without ``scope`` means that.
+    """
+    return _token_call(
+        token_endpoint,
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        client_id=client_id,
+        client_secret=client_secret,
+        requested_scope=granted_scope,
+        session=session,
+        timeout=timeout,
+    )
 
 
 def parse_token_response(body: Mapping[str, Any], requested_scope: str) -> TokenResponse:
@@ -182,6 +240,8 @@ def parse_token_response(body: Mapping[str, Any], requested_scope: str) -> Token
         if isinstance(fhir_context, list)
         else (),
         id_token=_text(body.get("id_token")),
+        refresh_token=_text(body.get("refresh_token")),
+        smart_style_url=_text(body.get("smart_style_url")),
     )
 
 

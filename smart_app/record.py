@@ -14,11 +14,12 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
+from fhir_mappings.audit import SmartRequest
 from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
 from fhir_mappings.client import FhirClient, FhirClientError, FhirRefused, FhirTimeout
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.observations import Resource
-from smart_app.errors import FhirUnavailable, TokenExpired
+from smart_app.errors import FhirUnavailable, TokenRefused
 from smart_app.oauth import Grants
 
 Entries = list[tuple[Resource, str | None]]
@@ -51,10 +52,30 @@ def _observation_query(patient: str, mapping: MappingConfig, since: date) -> str
     )
 
 
+def _result(error: FhirClientError) -> str:
+    """How a request ended, for the audit record: the status, or what happened instead."""
+    if error.status is not None:
+        return str(error.status)
+    if isinstance(error, FhirTimeout):
+        return "timeout"
+    return "stopped by the app" if isinstance(error, FhirRefused) else "no answer"
+
+
 def read_record(
-    client: FhirClient, patient: str, grants: Grants, mapping: MappingConfig, since: date
+    client: FhirClient,
+    patient: str,
+    grants: Grants,
+    mapping: MappingConfig,
+    since: date,
+    *,
+    made: list[SmartRequest] | None = None,
 ) -> PatientRecord:
-    """Patient, Observations since ``since`` and Conditions, in parallel, as far as granted."""
+    """Patient, Observations since ``since`` and Conditions, in parallel, as far as granted.
+
+    Each request made is appended to ``made`` with how it ended, also when reading fails: the
+    page's audit record lists them whatever the outcome.
+    """
+    made = [] if made is None else made
     record = PatientRecord()
     jobs: dict[str, tuple[str, str]] = {}
     if grants.allows("Patient", "r"):
@@ -83,9 +104,15 @@ def read_record(
                 answers[part] = future.result()
             except FhirClientError as failure:
                 failures[part] = failure
+    for part, (query, _) in jobs.items():
+        result = _result(failures[part]) if part in failures else "200"
+        if reported_error(answers.get(part)) is not None:
+            # Not the server's diagnostics: free text that could quote a value.
+            result = "200 with an error OperationOutcome"
+        made.append(SmartRequest("read" if part == "patient" else "search-type", query, result))
     for part, error in failures.items():
         if isinstance(error, FhirRefused) and error.status == 401:
-            raise TokenExpired("The EHR no longer accepts the app's access token.")
+            raise TokenRefused("The EHR no longer accepts the app's access token.")
         if isinstance(error, FhirRefused) and error.status == 403:
             # The EHR's enforcement is stricter than its grant: say so, as for a scope not granted.
             record.denied[part] = jobs[part][1]

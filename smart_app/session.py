@@ -186,3 +186,12 @@ class SessionStore:
         if row is None or row[1] < self.clock():
             return None
         return session.open(row[0])
+
+    def replace_launch(self, session: BrowserSession, key: str, payload: dict[str, Any]) -> bool:
+        """Store a launch's renewed tokens, keeping when it ends; False when the launch is gone."""
+        with self._connect() as db:
+            changed = db.execute(
+                "UPDATE launches SET payload = ? WHERE session_id = ? AND launch_key = ? AND expires_at >= ?",
+                (session.seal(payload), session.id, key, self.clock()),
+            ).rowcount
+        return bool(changed)

@@ -23,6 +23,9 @@ ENV_PREFIX = "ICHIS_SMART_"
 DEFAULT_SCOPES = "launch openid fhirUser patient/Patient.r patient/Observation.rs patient/Condition.rs"
 
 SAME_SITE = ("Lax", "Strict", "None")
+#: Scopes that ask the EHR for a refresh token (SMART 2.2, "Scopes for requesting a refresh token"),
+#: and "none" for a session that ends with its first access token.
+REFRESH_SCOPES = ("online_access", "offline_access", "none")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class SmartSettings:
     redirect_url: str = ""
     #: Scopes asked for at an EHR launch; a standalone launch asks ``launch/patient`` for ``launch``.
     scopes: str = DEFAULT_SCOPES
+    #: Asked for with ``scopes`` so that access outlives the first token: ``online_access`` (a
+    #: refresh token valid while the user is logged in to the EHR), ``offline_access`` (also
+    #: after), or ``none``. The app renews access while the session lasts when one is granted.
+    refresh_scope: str = "online_access"
     #: FHIR base URLs (the ``iss`` of a launch) the app may talk to. The client secret and the
     #: tokens only ever go to these servers (SMART 2.2: "ONLY to authenticated servers").
     trusted_iss: tuple[str, ...] = ()
@@ -116,6 +123,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "client_secret": _text,
     "redirect_url": _text,
     "scopes": _text,
+    "refresh_scope": _text,
     "trusted_iss": _list,
     "session_secret": _text,
     "cookie_name": _text,
@@ -183,6 +191,8 @@ def load_smart_settings(
         )
     if not settings.scopes.split():
         raise ConfigurationError("smart setting scopes: must not be empty")
+    if settings.refresh_scope not in REFRESH_SCOPES:
+        raise ConfigurationError(f"smart setting refresh_scope: one of {', '.join(REFRESH_SCOPES)}")
     for iss in settings.trusted_iss:
         _absolute("trusted_iss", iss, allow_http)
     if settings.redirect_url:
@@ -197,3 +207,16 @@ def frame_ancestors(settings: SmartSettings) -> tuple[str, ...]:
     serves the EHR page and its FHIR endpoint in many EHRs, and in the sandbox)."""
     configured = settings.frame_ancestors or settings.trusted_iss
     return tuple(dict.fromkeys(_origin(url) for url in configured))
+
+
+def launch_scopes(settings: SmartSettings, *, standalone: bool) -> str:
+    """What a launch asks for: the scopes, ``launch/patient`` for ``launch`` when standalone, and
+    the refresh scope unless the site chose none (or already listed it)."""
+    words = settings.scopes.split()
+    if standalone:
+        words = [w for w in words if w != "launch"]
+        if "launch/patient" not in words:
+            words.insert(0, "launch/patient")
+    if settings.refresh_scope != "none" and not set(words) & {"online_access", "offline_access"}:
+        words.append(settings.refresh_scope)
+    return " ".join(words)

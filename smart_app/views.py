@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,10 +28,13 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from werkzeug.wrappers import Response as Redirect
 
 from fhir_mappings.assessment import assess
+from fhir_mappings.audit import SMART_PAGE_VIEW, SMART_PRINT_VIEW, SmartRequest
 from fhir_mappings.client import FhirClient
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.scope import DiagnosisTable, assess_scope
 from fhir_mappings.subjects import CallPatient
+from smart_app.access import LaunchAccess, renewable, session_status
+from smart_app.auditing import Recorder, failure_outcome, page_outcome
 from smart_app.context import parse_app_context
 from smart_app.details import build_page
 from smart_app.errors import (
@@ -42,7 +45,7 @@ from smart_app.errors import (
     NotConfigured,
     PageNotFound,
     StateMismatch,
-    TokenExpired,
+    TokenRefused,
     UnknownIssuer,
     UnknownLaunch,
     VerifierMissing,
@@ -57,16 +60,14 @@ from smart_app.oauth import (
     pkce_pair,
     request_token,
 )
-from smart_app.record import read_record
+from smart_app.record import PatientRecord, read_record
 from smart_app.session import BrowserSession, CookieCodec, SessionStore
-from smart_app.settings import SmartSettings
+from smart_app.settings import SmartSettings, launch_scopes
+from smart_app.style import fetch_style
 
 log = logging.getLogger("ichis.smart")
 
 EXTENSION = "ichis.smart"
-#: A token with less life left than this is treated as expired: a page's reads take seconds, and
-#: a token that dies half-way would show half a record.
-EXPIRY_MARGIN_SECONDS = 5
 
 blueprint = Blueprint(
     "smart",
@@ -90,6 +91,10 @@ class ServiceSettings(Protocol):
     def allow_http_fhir(self) -> bool: ...
     @property
     def max_fhir_pages(self) -> int: ...
+    @property
+    def audit_fhir_url(self) -> str: ...
+    @property
+    def fhir_allowed_hosts(self) -> tuple[str, ...]: ...
 
 
 class ServiceRuntime(Protocol):
@@ -166,12 +171,19 @@ def _browser_session(runtime: SmartRuntime) -> BrowserSession | None:
     return runtime.codec.loads(request.cookies.get(runtime.settings.cookie_name))
 
 
-def standalone_scopes(scopes: str) -> str:
-    """A standalone launch has no ``launch`` id: ask the EHR to establish a patient instead."""
-    words = [w for w in scopes.split() if w != "launch"]
-    if "launch/patient" not in words:
-        words.insert(0, "launch/patient")
-    return " ".join(words)
+def _now() -> datetime:
+    clock: Callable[[], datetime] | None = current_app.extensions.get("ichis.clock")
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+def _recorder(runtime: SmartRuntime) -> Recorder:
+    return Recorder(
+        app_url=f"{_public_base()}/smart",
+        client_id=runtime.settings.client_id,
+        audit_fhir_url=_service().settings.audit_fhir_url,
+        allowed_hosts=_service().settings.fhir_allowed_hosts,
+        clock=_now,
+    )
 
 
 @blueprint.after_request
@@ -216,7 +228,7 @@ def launch() -> Redirect:
     session = _browser_session(runtime) or BrowserSession.new()
     state = secrets.token_urlsafe(32)  # 256 bits; SMART asks for at least 122
     verifier, challenge = pkce_pair()
-    scope = settings.scopes if launch_id else standalone_scopes(settings.scopes)
+    scope = launch_scopes(settings, standalone=not launch_id)
     redirect_uri = _redirect_uri(settings)
     runtime.store.put_pending(
         session,
@@ -257,7 +269,6 @@ def _short(text: str, limit: int = 300) -> str:
 def callback() -> Redirect:
     """The redirect URI: check ``state`` against this session, then redeem the code once."""
     runtime = _runtime()
-    settings = runtime.settings
     session = _browser_session(runtime)
     if session is None:
         raise NoSession("The answer from the EHR arrived without the app's session cookie.")
@@ -265,6 +276,30 @@ def callback() -> Redirect:
     pending = runtime.store.take_pending(session, state) if state else None
     if pending is None:
         raise StateMismatch("The state in the EHR's answer is not one this browser session is waiting for.")
+    # From here on the callback answers a launch this browser started: it is audited, however it ends.
+    launch: dict[str, Any] = {}
+    try:
+        key = secrets.token_urlsafe(18)
+        _complete_launch(runtime, pending, launch)
+        runtime.store.put_launch(
+            session, key, launch, expires_at=runtime.store.clock() + runtime.settings.session_max_age_seconds
+        )
+    except Exception as error:
+        _recorder(runtime).launch(iss=pending["iss"], launch=launch, key=None, outcome=failure_outcome(error))
+        raise
+    words = f"app launched; granted scope: {launch['scope']}"
+    if renewable(launch):
+        words += "; with a refresh token"
+    _recorder(runtime).launch(iss=pending["iss"], launch=launch, key=key, outcome=("0", words))
+    log.info("smart launch authorised", extra={"reason": "token"})
+    return redirect(url_for("smart.details", key=key), code=303)
+
+
+def _complete_launch(runtime: SmartRuntime, pending: dict[str, Any], launch: dict[str, Any]) -> None:
+    """The EHR's answer read, the code redeemed, the context checked: what the launch keeps goes
+    into ``launch`` as it is learnt, so that a refused launch's record still names the patient
+    and the user when the EHR had said who they are."""
+    settings = runtime.settings
     if "error" in request.args:
         error = _short(request.args.get("error", ""), 60)
         description = _short(request.args.get("error_description", ""))
@@ -293,6 +328,22 @@ def callback() -> Redirect:
         session=runtime.http,
         timeout=settings.http_timeout_seconds,
     )
+    now = runtime.store.clock()
+    iss = str(pending["iss"])
+    launch |= {
+        "iss": iss,
+        "access_token": token.access_token,
+        "expires_at": now + token.expires_in if token.expires_in is not None else None,
+        "refresh_token": token.refresh_token,
+        "token_endpoint": configuration.token_endpoint,
+        "scope": token.scope,
+        "patient": token.patient,
+        "encounter": token.encounter,
+        "need_patient_banner": token.need_patient_banner,
+        "app_context": token.app_context,
+        "user": id_token_user(token.id_token, client_id=settings.client_id, issuer=configuration.issuer),
+        "session_ends": now + settings.session_max_age_seconds,
+    }
     if token.patient is None:
         raise ContextMismatch("The EHR did not say which patient the launch is for.")
     card = parse_app_context(token.app_context)
@@ -301,62 +352,84 @@ def callback() -> Redirect:
             f"The card was computed for patient {card.patient_id}, but the EHR opened the app for "
             f"patient {token.patient}."
         )
-    now = time.time()
-    key = secrets.token_urlsafe(18)
-    runtime.store.put_launch(
-        session,
-        key,
-        {
-            "iss": pending["iss"],
-            "access_token": token.access_token,
-            "expires_at": now + token.expires_in if token.expires_in is not None else None,
-            "scope": token.scope,
-            "patient": token.patient,
-            "encounter": token.encounter,
-            "need_patient_banner": token.need_patient_banner,
-            "app_context": token.app_context,
-            "user": id_token_user(token.id_token, client_id=settings.client_id, issuer=configuration.issuer),
-        },
-        expires_at=now + settings.session_max_age_seconds,
+    launch["style"] = fetch_style(
+        token.smart_style_url,
+        (iss, configuration.authorization_endpoint, configuration.token_endpoint),
+        session=runtime.http,
+        # The look is a nicety: it must not hold the launch up for long.
+        timeout=min(settings.http_timeout_seconds, 3.0),
+        allow_http=runtime.allow_http,
     )
-    log.info("smart launch authorised", extra={"reason": "token"})
-    return redirect(url_for("smart.details", key=key), code=303)
 
 
-def _now() -> datetime:
-    clock: Callable[[], datetime] | None = current_app.extensions.get("ichis.clock")
-    return clock() if clock is not None else datetime.now(UTC)
-
-
-def _launch_of(runtime: SmartRuntime, key: str) -> Mapping[str, Any]:
+def _access(runtime: SmartRuntime) -> LaunchAccess:
     session = _browser_session(runtime)
-    launch = runtime.store.launch(session, key) if session is not None else None
-    if launch is None:
+    if session is None:
         raise UnknownLaunch("This browser session holds no launch with this address.")
-    expires_at = launch.get("expires_at")
-    if isinstance(expires_at, (int, float)) and time.time() >= expires_at - EXPIRY_MARGIN_SECONDS:
-        ended = datetime.fromtimestamp(expires_at, UTC).strftime("%H:%M:%S UTC")
-        raise TokenExpired(f"The access the EHR granted for this launch ended at {ended}.")
-    return launch
+    return LaunchAccess(runtime.settings, runtime.store, session, runtime.http)
 
 
-def _render_details(key: str, *, print_view: bool) -> Response:
-    runtime = _runtime()
-    service = _service()
-    launch = _launch_of(runtime, key)
-    card = parse_app_context(launch.get("app_context"))
-    at = card.at or _now()
-    patient = str(launch["patient"])
-    grants = Grants.of(str(launch["scope"]))
+def _read(
+    runtime: SmartRuntime, launch: dict[str, Any], made: list[SmartRequest], since: datetime
+) -> PatientRecord:
     client = FhirClient(
         base_url=str(launch["iss"]),
         token=str(launch["access_token"]),
         session=runtime.http,
         deadline=time.monotonic() + runtime.settings.fhir_deadline_seconds,
-        max_pages=service.settings.max_fhir_pages,
+        max_pages=_service().settings.max_fhir_pages,
     )
-    since = (at - timedelta(days=runtime.settings.trend_days)).date()
-    record = read_record(client, patient, grants, service.mapping, since)
+    grants = Grants.of(str(launch["scope"]))
+    return read_record(client, str(launch["patient"]), grants, _service().mapping, since.date(), made=made)
+
+
+def _render_details(key: str, *, print_view: bool) -> Response:
+    """The page of one launch, audited: every request it made and how it ended go on record
+    before the page is answered (a page whose record cannot be spooled is not shown)."""
+    runtime = _runtime()
+    access = _access(runtime)
+    launch = access.launch(key)
+    made: list[SmartRequest] = []
+    activity = SMART_PRINT_VIEW if print_view else SMART_PAGE_VIEW
+    try:
+        current = access.current(key, launch)
+        response, denied = _details(runtime, access, key, current, made, print_view=print_view)
+    except Exception as error:
+        latest = runtime.store.launch(access.session, key) or launch
+        _recorder(runtime).page(
+            activity=activity, launch=latest, requests=made, outcome=failure_outcome(error)
+        )
+        raise
+    renewed = runtime.store.launch(access.session, key) or current
+    outcome = page_outcome(denied, int(renewed.get("renewals", 0)) > int(launch.get("renewals", 0)))
+    _recorder(runtime).page(activity=activity, launch=renewed, requests=made, outcome=outcome)
+    return response
+
+
+def _details(
+    runtime: SmartRuntime,
+    access: LaunchAccess,
+    key: str,
+    launch: dict[str, Any],
+    made: list[SmartRequest],
+    *,
+    print_view: bool,
+) -> tuple[Response, dict[str, str]]:
+    """The page, and the parts of the record the EHR kept back (by part, the scope)."""
+    service = _service()
+    card = parse_app_context(launch.get("app_context"))
+    at = card.at or _now()
+    patient = str(launch["patient"])
+    since = at - timedelta(days=runtime.settings.trend_days)
+    try:
+        record = _read(runtime, launch, made, since)
+    except TokenRefused:
+        # The EHR stopped accepting the token before its time (revoked, or a clock apart):
+        # renew it once when a refresh token allows, and read again.
+        if not renewable(launch):
+            raise
+        launch = access.renew(key, launch)
+        record = _read(runtime, launch, made, since)
     # The score comes from the one path every surface uses, at the card's order time.
     try:
         subject = CallPatient.parse(patient, str(launch["iss"]))
@@ -390,8 +463,18 @@ def _render_details(key: str, *, print_view: bool) -> Response:
         user=launch.get("user"),
         granted=str(launch["scope"]),
         iss=str(launch["iss"]),
+        session_status=session_status(launch),
+        style_url=url_for("smart.launch_style", key=key) if launch.get("style") else None,
     )
-    return Response(html, mimetype="text/html")
+    return Response(html, mimetype="text/html"), record.denied
+
+
+@blueprint.get("/app/<key>/style.css")
+def launch_style(key: str) -> Response:
+    """The EHR's look for this launch (smart_app/style.py): checked values as CSS custom properties."""
+    style = _access(_runtime()).launch(key).get("style")
+    css = render_template("smart/style.css", style=style if isinstance(style, dict) else {})
+    return Response(css, mimetype="text/css")
 
 
 @blueprint.get("/app/<key>")

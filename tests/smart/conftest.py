@@ -9,6 +9,7 @@ which each test puts the demo patients it reads (dated relative to now, as the d
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,10 +23,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cds_service import close_app, create_app
+from cds_service.audit import AuditSpool
 from fhir_mappings.bundles import dumps
 from sandbox import demo_data
 from sandbox.ehr import create_ehr_app
 from sandbox.ehr.state import EXTENSION, EhrState
+from sandbox.ehr.store import Store
+from smart_app.session import BrowserSession
+from smart_app.views import EXTENSION as SMART
+from smart_app.views import SmartRuntime
 from tests.sandbox.standin import Served
 
 # The demo records are dated relative to the run, as the demo and the other suites load them.
@@ -82,6 +88,45 @@ class SmartEnv:
     @property
     def iss(self) -> str:
         return f"{self.ehr_url}/fhir"
+
+    @property
+    def runtime(self) -> SmartRuntime:
+        runtime: SmartRuntime = self.app.extensions[SMART]
+        return runtime
+
+    @property
+    def ehr_store(self) -> Store:
+        """The sandbox authorization server's tokens (to revoke one, or move its clock)."""
+        state: EhrState = self.ehr.extensions[EXTENSION]
+        return state.store
+
+    def browser_session(self) -> BrowserSession:
+        """The server-side session the test client's cookie names."""
+        cookie = self.client.get_cookie(self.runtime.settings.cookie_name, path="/smart")
+        session = self.runtime.codec.loads(cookie.value if cookie is not None else None)
+        assert session is not None
+        return session
+
+    def stored_launch(self, page: Any) -> dict[str, Any]:
+        """What the app keeps (sealed) for the launch whose page this is: tokens included."""
+        key = page.request.path.split("/smart/app/", 1)[1].split("/")[0]
+        launch = self.runtime.store.launch(self.browser_session(), key)
+        assert launch is not None
+        return launch
+
+    def tokens_used(self) -> set[str]:
+        """The access tokens the app sent to the EHR's FHIR endpoint so far."""
+        state: EhrState = self.ehr.extensions[EXTENSION]
+        return {entry.token for entry in state.fhir_log() if entry.client_id == "ichis-smart" and entry.token}
+
+    def later(self, seconds: float) -> None:
+        """Move the app's clock (its session store's) ahead: tokens look older, nothing sleeps."""
+        self.runtime.store.clock = lambda: time.time() + seconds
+
+    def spooled(self) -> list[dict[str, Any]]:
+        """The audit records waiting in the service's spool, oldest first."""
+        spool: AuditSpool = self.app.extensions["ichis.audit.spool"]
+        return [resource for _, resource, _, _ in spool.claim(1000, 60, with_default_target=True)]
 
     def fhir_queries(self) -> list[str]:
         """What the app read through the EHR's FHIR endpoint (the proxy's test log)."""

@@ -15,6 +15,7 @@ ALL_SCOPES = [
     "patient/Patient.r",
     "patient/Observation.rs",
     "patient/Condition.rs",
+    "online_access",
 ]
 
 

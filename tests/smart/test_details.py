@@ -18,7 +18,6 @@ from fhir_mappings.assessment import assess, assessment_json
 from fhir_mappings.bundles import dumps, loads
 from fhir_mappings.config import load_mapping_config
 from fhir_mappings.subjects import CallPatient
-from sandbox.ehr.state import EXTENSION as EHR_STATE
 from tests.integration.proxy import RecordingProxy
 from tests.smart.conftest import NOW, SmartEnv, app_context
 
@@ -251,33 +250,6 @@ def test_without_a_research_code_system_the_page_says_none_can_be_recognised(
     env.fhir.add_patient("ichis-demo-0")
     text = text_of(env.open("ichis-demo-0", appContext=app_context("ichis-demo-0")).text)
     assert "research_code_systems" in text
-
-
-def test_an_expired_token_ends_on_a_clear_page(smart_env: Callable[..., SmartEnv]) -> None:
-    """A one-second token is over before the page could read with it: relaunch, says the page."""
-    env = smart_env(ehr={"access_token_ttl": 1})
-    env.fhir.add_patient("ichis-demo-2")
-    page = env.open("ichis-demo-2", appContext=app_context("ichis-demo-2"))
-    assert page.status_code == 401
-    assert 'data-error="token-expired"' in page.text
-    assert "Open the app again from the IChIS card" in page.text
-    assert env.fhir_queries() == []
-
-
-def test_a_token_the_ehr_no_longer_accepts_ends_on_the_expired_page(
-    smart_env: Callable[..., SmartEnv],
-) -> None:
-    """A 401 from the FHIR server (a revoked token) is the same clear page, not a crash."""
-    env = smart_env()
-    env.fhir.add_patient("ichis-demo-2")
-    first = env.open("ichis-demo-2", appContext=app_context("ichis-demo-2"))
-    assert first.status_code == 200
-    log = requests.get(f"{env.ehr_url}/_testing/fhir-requests", timeout=10).json()
-    for token in {entry["token"] for entry in log if entry["client_id"] == "ichis-smart"}:
-        env.ehr.extensions[EHR_STATE].store.revoke(token)
-    again = env.client.get(first.request.path)
-    assert again.status_code == 401
-    assert 'data-error="token-expired"' in again.text
 
 
 def test_a_failing_fhir_server_ends_on_a_clear_page(smart_env: Callable[..., SmartEnv]) -> None:

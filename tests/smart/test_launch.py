@@ -29,6 +29,7 @@ def test_an_ehr_launch_sends_the_browser_to_the_ehr_with_every_parameter_smart_r
         "patient/Patient.r",
         "patient/Observation.rs",
         "patient/Condition.rs",
+        "online_access",
     ]
     assert query["aud"] == env.iss
     assert query["launch"]

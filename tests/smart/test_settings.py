@@ -13,6 +13,7 @@ from smart_app.settings import (
     DEFAULT_SCOPES,
     SmartSettings,
     frame_ancestors,
+    launch_scopes,
     load_smart_settings,
 )
 
@@ -66,6 +67,7 @@ def test_a_json_list_is_accepted_in_the_environment() -> None:
         ({"trusted_iss": ["ehr.example/fhir"]}, "not an absolute"),
         ({"trend_days": 0}, "must be positive"),
         ({"scopes": " "}, "must not be empty"),
+        ({"refresh_scope": "forever_access"}, "refresh_scope: one of online_access, offline_access, none"),
     ],
 )
 def test_unusable_settings_stop_the_start_with_the_reason(overrides: dict[str, Any], message: str) -> None:
@@ -88,3 +90,26 @@ def test_frame_ancestors_default_to_the_trusted_ehrs_origins() -> None:
     assert frame_ancestors(settings) == ("https://ehr.example",)
     configured = load_smart_settings({"frame_ancestors": ["https://portal.example"]}, environ={})
     assert frame_ancestors(configured) == ("https://portal.example",)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "standalone", "expected"),
+    [
+        ({}, False, f"{DEFAULT_SCOPES} online_access"),
+        ({"refresh_scope": "offline_access"}, False, f"{DEFAULT_SCOPES} offline_access"),
+        ({"refresh_scope": "none"}, False, DEFAULT_SCOPES),
+        (
+            {"scopes": "launch patient/Observation.rs offline_access"},
+            False,
+            "launch patient/Observation.rs offline_access",
+        ),
+        ({}, True, "launch/patient " + DEFAULT_SCOPES.removeprefix("launch ") + " online_access"),
+    ],
+)
+def test_a_launch_asks_for_the_refresh_scope_the_site_chose(
+    overrides: dict[str, Any], standalone: bool, expected: str
+) -> None:
+    """online_access by default, offline_access or none as configured, never twice; a standalone
+    launch asks launch/patient instead of launch."""
+    settings = load_smart_settings(overrides, environ={})
+    assert launch_scopes(settings, standalone=standalone) == expected
