@@ -96,13 +96,15 @@ class Dialect:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
         return "'" + text.replace("'", "''") + "'"
 
-    def from_json(self, expr: str, schema: Mapping[str, Any]) -> str:
+    def from_json(self, expr: str, schema: Mapping[str, Any], when: str | None = None) -> str:
+        """``expr`` parsed with ``schema``; NULL where ``when`` (a column computed below) is false."""
         if self.name == "spark":
-            return self._spark_parse(expr, dict(schema), 0)
-        # Blank lines are filtered out, but the optimiser may place that filter after the parse
-        # (filter pull-up): a blank line must not reach the parser, which refuses it.
+            return self._spark_parse(f"CASE WHEN {when} THEN {expr} END" if when else expr, dict(schema), 0)
+        # Filters are written below the parse, but the optimiser may place them after it (filter
+        # pull-up): a blank line must not reach the parser, which refuses it, and a line the filter
+        # drops must not cost a parse.
         structure = self.literal(json.dumps(_duckdb_structure(schema)))
-        return f"from_json(CASE WHEN {_nonblank(expr)} THEN {expr} END, {structure})"
+        return f"from_json(CASE WHEN {when or _nonblank(expr)} THEN {expr} END, {structure})"
 
     def _spark_parse(self, expr: str, node: dict[str, Any], depth: int) -> str:
         """Spark's from_json, read as DuckDB reads: an element of the wrong JSON type is NULL, and
@@ -192,6 +194,9 @@ class Dialect:
         """A quoted identifier (FHIR element names such as ``end`` are SQL keywords)."""
         return f"`{name}`" if self.name == "spark" else f'"{name}"'
 
+    def contains(self, expr: str, text: str) -> str:
+        return f"contains({expr}, {self.literal(text)})"
+
     def matches(self, expr: str, pattern: str) -> str:
         if self.name == "spark":
             return f"({expr} RLIKE {self.literal(pattern)})"
@@ -274,6 +279,26 @@ def _nonblank(column: str = "line") -> str:
     spaces = " \t\r\n"
     blank = f"translate({column}, '{spaces}', '') = ''"
     return f"{column} IS NOT NULL AND (substr({column}, 1, 1) = '{{' OR NOT {blank})"
+
+
+def _may_mention(d: Dialect, codes: Sequence[Code], column: str = "line") -> str:
+    """A test on the raw text that every Observation the plan may keep passes, so that the lines
+    that fail it (vital signs, other laboratory tests: most of an export) are never parsed.
+
+    A kept Observation has one of ``codes`` as a JSON string, or a panel's ``hasMember`` or a
+    ``component`` key, each written as is unless a character of it is escaped (``\\u002d`` for
+    "-", ``\\/`` for "/"): a line with any backslash is kept too, and parsed.
+    """
+    quoted = [_regex_literal(json.dumps(code, ensure_ascii=False)) for code in sorted({c for _, c in codes})]
+    pattern = "|".join([*quoted, '"hasMember"', '"component"'])
+    # The backslash is a test of its own: as one more alternative it made the expression four
+    # times slower (RE2 no longer skips ahead to the quotes).
+    return f"({d.matches(column, pattern)} OR {d.contains(column, chr(92))})"
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` as a pattern that matches it literally, in RE2 (DuckDB) and java.util.regex (Spark)."""
+    return "".join(f"\\{ch}" if ch in "\\.^$|?*+()[]{}" else ch for ch in text)
 
 
 def _drug_pattern(definition: CohortDefinition) -> str:
@@ -384,6 +409,9 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
         *(c for rule in rules if rule.resource == "Observation" for c in rule.codes),
     ]
     end = d.ident("end")
+    # Only lines that may mention a wanted code are parsed; the others read as NULL and fail the
+    # tests on parsed fields. (A filter below the parse would be moved above it by the optimiser.)
+    mentions = f"{_may_mention(d, wanted)} AND {_nonblank()}"
     # An Observation's day is the first of its times that reads as a date (records.window_day).
     # Each date is parsed on its own, so a malformed first one never hides a usable later one: a
     # superset of what Python reads. Events are kept at any date: a registry dates a death by its
@@ -391,13 +419,17 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     times = ("effectiveDateTime", "effectiveInstant", "effectivePeriod.start", f"effectivePeriod.{end}")
     day = ", ".join(_date(f"r.{path}") for path in times)
     return f"""
-WITH obs AS (
-  SELECT {_patient("r.subject.reference")} AS patient, coalesce({day}) AS day,
-         {d.coding_keys("r.code.coding")} AS keys, r.component AS component, r.hasMember IS NOT NULL AS panel,
-         r.valueCodeableConcept.coding AS answers, line
-  FROM (SELECT {d.from_json("line", OBSERVATION)} AS r, line
-        FROM {view_of("Observation")} WHERE {_nonblank()})
+WITH parsed AS (
+  SELECT {_patient("r.subject.reference")} AS patient, r, line
+  FROM (SELECT {d.from_json("line", OBSERVATION, when=mentions)} AS r, line FROM {view_of("Observation")})
   WHERE r.hasMember IS NOT NULL OR r.component IS NOT NULL OR {d.may_have_code("r.code.coding", wanted)}
+),
+obs AS (
+  -- Dates and code keys only for the cohort's patients (the join drops the others first).
+  SELECT c.patient, c.dose_date, coalesce({day}) AS day, {d.coding_keys("r.code.coding")} AS keys,
+         r.component AS component, r.hasMember IS NOT NULL AS panel,
+         r.valueCodeableConcept.coding AS answers, line
+  FROM parsed p JOIN cohort_patients c ON p.patient = c.patient
 ),
 conditions AS (
   SELECT {_patient("r.subject.reference")} AS patient, r.code.coding AS codings, line
@@ -407,12 +439,12 @@ patients AS (
   SELECT r.id AS patient, line
   FROM (SELECT {d.from_json("line", PATIENT)} AS r, line FROM {view_of("Patient")} WHERE {_nonblank()})
 )
-SELECT c.patient, 'Observation' AS kind, o.line
-FROM obs o JOIN cohort_patients c ON o.patient = c.patient
-WHERE ((o.day IS NULL OR o.day BETWEEN c.dose_date - {before} AND c.dose_date + {after})
+SELECT o.patient, 'Observation' AS kind, o.line
+FROM obs o
+WHERE ((o.day IS NULL OR o.day BETWEEN o.dose_date - {before} AND o.dose_date + {after})
        AND (o.panel OR {d.keys_in("o.keys", lab)} OR {d.component_codes_in("o.component", lab)}))
-   OR (o.day BETWEEN c.dose_date - {ecog_days} AND c.dose_date + 1 AND {d.keys_in("o.keys", ecog)})
-   OR (o.day <= c.dose_date + 1 AND {d.keys_in("o.keys", covariates)})
+   OR (o.day BETWEEN o.dose_date - {ecog_days} AND o.dose_date + 1 AND {d.keys_in("o.keys", ecog)})
+   OR (o.day <= o.dose_date + 1 AND {d.keys_in("o.keys", covariates)})
    OR {events}
 UNION ALL
 SELECT c.patient, 'Condition' AS kind, x.line
