@@ -1,18 +1,23 @@
-"""The SMART app in Chromium through the sandbox EHR (issue 7): card link, EHR launch, authorize,
-token, and the details page for each demo patient; the negative paths end on a clear page."""
+"""The SMART app in Chromium through the sandbox EHR: card link, EHR launch, authorize, token, and
+the details page for each demo patient; sessions renewed with the refresh token; the EHR's style
+and banner choice; the audit trail of the journey in HAPI; the negative paths end on a clear page."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import ConsoleMessage, FrameLocator, Page, Route, expect
 
+from sandbox.ehr.state import EXTENSION as EHR_STATE
+from sandbox.ehr.state import EhrState
 from smart_app.views import EXTENSION, SmartRuntime
 from tests.e2e.conftest import Stack
 from tests.e2e.smart_fixtures import smart_stack_fixture  # noqa: F401 - the smart_stack fixture
+from tests.integration.test_audit_trail import drain, search
 from tests.sandbox.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
@@ -169,8 +174,99 @@ def test_a_denied_observation_scope_shows_no_lab_data_and_says_why(
     expect(app.get_by_test_id("inputs")).to_have_count(0)
 
 
-def test_an_expired_token_ends_on_a_clear_page(smart_stack: Callable[..., Stack], page: Page) -> None:
-    """With one-second tokens the page says access expired and how to get it back."""
-    app = launch_from_card(page, smart_stack(ehr={"access_token_ttl": 1}), "ichis-demo-2")
+def test_an_access_that_cannot_be_renewed_ends_on_a_page_that_says_so(
+    smart_stack: Callable[..., Stack], page: Page
+) -> None:
+    """One-second tokens and online_access denied in the launch options: no refresh token, so the
+    page says access ended, that it cannot be renewed, and how to get it back."""
+    app = launch_from_card(
+        page, smart_stack(ehr={"access_token_ttl": 1}), "ichis-demo-2", deny="online_access"
+    )
     expect(app.get_by_test_id("error-page")).to_have_attribute("data-error", "token-expired")
-    expect(app.get_by_test_id("error-title")).to_have_text("Access to the record has expired")
+    expect(app.get_by_test_id("error-title")).to_have_text(
+        "Access to the record has ended and cannot be renewed"
+    )
+    expect(app.get_by_test_id("error-detail")).to_contain_text("the EHR granted no refresh token")
+    expect(app.get_by_test_id("error-advice")).to_contain_text("Open the app again from the IChIS card")
+
+
+def test_a_session_outlives_its_access_token_by_renewing_it(
+    smart_stack: Callable[..., Stack], page: Page
+) -> None:
+    """An hour later, as the app's clock sees it, a reload renews the token with the refresh token
+    from the sandbox's authorization server and shows the page again."""
+    # A stack of its own: its clock is moved.
+    stack = smart_stack(smart={"refresh_scope": "online_access"})
+    app = launch_from_card(page, stack, "ichis-demo-1")
+    expect(app.get_by_test_id("score-headline")).to_have_text("IChIS 1 of 2")
+    expect(app.get_by_test_id("session-status")).to_contain_text(
+        "renews its access to the record automatically"
+    )
+    runtime: SmartRuntime = stack.service.extensions[EXTENSION]
+    state: EhrState = stack.ehr.extensions[EHR_STATE]
+    before = {entry.token for entry in state.fhir_log()}
+    runtime.store.clock = lambda: time.time() + 3600
+    frame = next(frame for frame in page.frames if "/smart/app/" in frame.url)
+    frame.goto(frame.url)
+    expect(app.get_by_test_id("score-headline")).to_have_text("IChIS 1 of 2")
+    renewed = {entry.token for entry in state.fhir_log() if entry.client_id == "ichis-smart"} - before
+    assert len(renewed) == 1  # the reload read the record with one new, renewed token
+
+
+def test_an_ehr_launch_without_the_patient_banner_leaves_it_to_the_ehr_but_a_printout_names_the_patient(
+    smart_stack: Callable[..., Stack], page: Page
+) -> None:
+    """need_patient_banner false: the EHR's chart shows who the patient is, the app does not repeat
+    it; its print view, which leaves the EHR behind, does."""
+    stack = smart_stack(ehr={"need_patient_banner": False})
+    app = launch_from_card(page, stack, "ichis-demo-2")
+    expect(app.get_by_test_id("score-headline")).to_have_text("IChIS 2 of 2")
+    expect(app.get_by_test_id("patient-banner")).to_have_count(0)
+    expect(page.get_by_test_id("patient-banner")).to_have_attribute("data-patient-id", "ichis-demo-2")
+    app.get_by_test_id("print-link").click()
+    expect(app.get_by_test_id("patient-banner")).to_have_attribute("data-patient-id", "ichis-demo-2")
+    expect(app.get_by_test_id("patient-name")).to_have_text("Chloe Demo-Two")
+
+
+def test_the_page_wears_the_ehrs_style_within_its_content_security_policy(
+    smart_stack: Callable[..., Stack], page: Page
+) -> None:
+    """The sandbox's smart_style_url colours the page (its background #f7f7f4, its highlight on
+    links), from the app's own stylesheet: the browser blocks nothing."""
+    stack = smart_stack()
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text) if message.type == "error" else None)
+    app = launch_from_card(page, stack, "ichis-demo-0")
+    expect(app.get_by_test_id("score-headline")).to_have_text("IChIS 0 of 2")
+    expect(app.locator("body")).to_have_css("background-color", "rgb(247, 247, 244)")
+    expect(app.get_by_test_id("print-link")).to_have_css("color", "rgb(29, 95, 168)")
+    expect(app.locator("body")).to_have_css(
+        "font-family", 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
+    )
+    assert [text for text in blocked if "Content Security Policy" in text] == []
+
+
+def test_a_card_to_page_journey_leaves_the_trail_an_auditor_finds_in_hapi(
+    smart_stack: Callable[..., Stack], page: Page
+) -> None:
+    """Card, launch and page in Chromium; then the README's auditor searches on HAPI find who opened
+    the patient's page, and the card's whole trail by its hookInstance."""
+    stack = smart_stack()
+    app = launch_from_card(page, stack, "ichis-demo-partial")
+    expect(app.get_by_test_id("score-headline")).to_have_text("IChIS 1 to 2 of 2")
+    hook = f"urn:uuid:{app.get_by_test_id('card-hook-instance').inner_text()}"
+    drain(stack.service)
+    views = search(
+        stack.fhir,
+        patient="Patient/ichis-demo-partial",
+        subtype="urn:ichis:audit:activity|smart-page-view",
+        _sort="-date",
+    )
+    (view,) = [r for r in views if hook in str(r["entity"])]
+    assert view["agent"][0]["altId"] == "Practitioner/ichis-sandbox-clinician"
+    assert view["outcome"] == "0"
+    trail = search(stack.fhir, identifier=f"urn:ietf:rfc:3986|{hook}", _sort="date")
+    activities = [
+        next(c["code"] for c in r["subtype"] if c["system"] == "urn:ichis:audit:activity") for r in trail
+    ]
+    assert activities == ["cds-hook-call", "smart-launch", "smart-page-view"]
