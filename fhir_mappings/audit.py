@@ -490,7 +490,7 @@ def _smart_event(
         "code": facts.activity,
         "display": _SMART_ACTIVITY_DISPLAY[facts.activity],
     }
-    return {
+    event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": facts.record_id,
         "type": event_type,
@@ -506,8 +506,10 @@ def _smart_event(
             "observer": {"display": "IChIS SMART app"},
             "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
         },
-        "entity": entities,
     }
+    if entities:  # FHIR forbids empty arrays: a refused launch may know of no patient or card
+        event["entity"] = entities
+    return event
 
 
 def smart_launch_audit_event(facts: SmartAuditFacts) -> dict[str, Any]:

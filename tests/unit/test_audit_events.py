@@ -283,3 +283,12 @@ def test_a_smart_record_carries_no_token() -> None:
     text = json.dumps(smart_page_audit_event(smart_facts()))
     assert "Bearer" not in text
     assert "token" not in text.lower()
+
+
+def test_a_launch_refused_before_the_ehr_named_anyone_has_no_empty_entity_list() -> None:
+    """FHIR allows no empty array: a record with no patient, card or request leaves entity out."""
+    event = smart_launch_audit_event(
+        smart_facts(activity=SMART_LAUNCH, patient_id=None, hook_instance=None, requests=(), user=None)
+    )
+    AuditEvent.model_validate(event)
+    assert "entity" not in event
