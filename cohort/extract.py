@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cohort import plan
+from cohort import plan, scoring
 from cohort.definition import CohortDefinition
 from cohort.engines import Engine
 from cohort.records import (
@@ -25,7 +25,6 @@ from cohort.records import (
     DoseCandidate,
     FirstDose,
     first_dose_or_reason,
-    patient_row,
 )
 from cohort.sources import Sources, readable
 
@@ -82,13 +81,19 @@ def extract_rows(
     definition: CohortDefinition,
     summary: ExtractionSummary | None = None,
     progress: Progress = _no_progress,
+    *,
+    workers: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The cohort table's rows, one per patient with a first checkpoint-inhibitor dose, by patient id."""
+    """The cohort table's rows, one per patient with a first checkpoint-inhibitor dose, by patient id.
+
+    ``workers``: processes that build rows (default: one per core for a cohort of at least
+    ``scoring.PARALLEL_FROM`` patients, else this process alone).
+    """
     summary = summary if summary is not None else ExtractionSummary()
     summary.skipped_files = list(sources.skipped)
     summary.bom_files = [path.name for path in sources.with_bom]
     with readable(sources) as files:
-        yield from _extract(engine, files, definition, summary, progress)
+        yield from _extract(engine, files, definition, summary, progress, workers=workers)
 
 
 def _extract(
@@ -97,6 +102,8 @@ def _extract(
     definition: CohortDefinition,
     summary: ExtractionSummary,
     progress: Progress,
+    *,
+    workers: int | None,
 ) -> Iterator[dict[str, Any]]:
     for resource_type in plan.RESOURCE_TYPES:
         engine.lines(plan.view_of(resource_type), sources.files.get(resource_type, []))
@@ -110,37 +117,36 @@ def _extract(
     contacts: dict[str, date] = {}
     if definition.follow_up == "last-contact":
         contacts = {p: day for p, day in engine.stream(plan.last_contacts(definition, engine.dialect))}
-    tick = progress("patients", len(doses))
-    rows = engine.stream(plan.patient_resources(definition, engine.dialect))
+    if workers is None:
+        workers = scoring.cores() if len(doses) >= scoring.PARALLEL_FROM else 1
+    # The workers start now, while the engine reads the Observations.
+    with scoring.Scorer(definition, workers) as scorer:
+        tick = progress("patients", len(doses))
+        stream = engine.stream(plan.patient_resources(definition, engine.dialect))
+        work = _work(stream, doses, contacts)
+        for _, row in scorer.rows(work):
+            tick(1)
+            if row is None:
+                summary.excluded_by_diagnosis += 1
+                summary.left_out[OUTSIDE_DIAGNOSES] = summary.left_out.get(OUTSIDE_DIAGNOSES, 0) + 1
+                continue
+            summary.rows += 1
+            summary.scored_complete += row["ichis_status"] == "complete"
+            summary.synthetic_rows += bool(row["synthetic"])
+            yield row
+
+
+def _work(
+    stream: Iterator[tuple[Any, ...]], doses: dict[str, FirstDose], contacts: dict[str, date]
+) -> Iterator[scoring.Work]:
+    """Each cohort patient's dose, candidate lines and last contact, by patient id."""
     seen: set[str] = set()
-    for patient, group in itertools.groupby(rows, key=lambda r: r[0]):
+    for patient, group in itertools.groupby(stream, key=lambda r: r[0]):
         seen.add(patient)
-        yield from _row(
-            doses[patient], [(kind, line) for _, kind, line in group], definition, contacts, summary
-        )
-        tick(1)
+        yield doses[patient], [(kind, line) for _, kind, line in group], contacts.get(patient)
     # Patients with a dose but no other resource in the candidate stream still get a row.
     for patient in sorted(set(doses) - seen):
-        yield from _row(doses[patient], [], definition, contacts, summary)
-        tick(1)
-
-
-def _row(
-    dose: FirstDose,
-    lines: list[tuple[str, str]],
-    definition: CohortDefinition,
-    contacts: dict[str, date],
-    summary: ExtractionSummary,
-) -> Iterator[dict[str, Any]]:
-    row = patient_row(dose, lines, definition, contacts.get(dose.patient))
-    if row is None:
-        summary.excluded_by_diagnosis += 1
-        summary.left_out[OUTSIDE_DIAGNOSES] = summary.left_out.get(OUTSIDE_DIAGNOSES, 0) + 1
-        return
-    summary.rows += 1
-    summary.scored_complete += row["ichis_status"] == "complete"
-    summary.synthetic_rows += bool(row["synthetic"])
-    yield row
+        yield doses[patient], [], contacts.get(patient)
 
 
 def write_summary(summary: ExtractionSummary, folder: Path, cutoff: date) -> Path:

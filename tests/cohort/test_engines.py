@@ -43,6 +43,15 @@ def test_duckdb_and_spark_build_the_same_table(
     assert duckdb_rows == table(spark, small_cohort, definition)
 
 
+def test_rows_built_in_worker_processes_equal_the_rows_built_in_one(
+    duckdb_rows: list[dict[str, Any]], small_cohort: Path, definition: CohortDefinition
+) -> None:
+    """Scoring on every core changes no value and no order (a large cohort's default)."""
+    with DuckDBEngine() as engine:
+        rows = list(extract_rows(engine, discover([small_cohort]), definition, workers=2))
+    assert duckdb_rows == rows
+
+
 CLAUSES = re.compile(
     r"\b(WITH|SELECT|FROM|JOIN|LEFT JOIN|ON|WHERE|BETWEEN|UNION ALL|GROUP BY|ORDER BY|OVER)\b"
 )
