@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -20,9 +21,12 @@ from fhir_mappings.bundles import dumps
 from tests.http.conftest import CARBOPLATIN, hook_body, medication_request, prefetch_for
 from tests.http.test_auth import token
 from tests.integration.test_audit_trail import BASE, call, service
+from tests.smart.conftest import SmartEnv, smart_ehr_data_dir, smart_env
+from tests.smart.conftest import app_context as smart_app_context
 
 pytestmark = pytest.mark.integration
 __all__ = ["service"]  # the fixture, shared with the audit-trail tests
+__all__ += ["smart_ehr_data_dir", "smart_env"]  # the SMART app's fixtures
 
 
 def validate(fhir: str, resource: dict[str, Any]) -> list[str]:
@@ -118,4 +122,38 @@ def test_every_kind_of_record_and_suggestion_the_service_writes_is_valid_fhir(
     suggestion = cards["ichis-demo-partial"]["suggestions"][0]["actions"][0]["resource"]
     problems = {record["id"]: validate(demo_fhir, record) for record in records}
     problems["suggested ServiceRequest"] = validate(demo_fhir, suggestion)
+    assert {key: found for key, found in problems.items() if found} == {}
+
+
+def test_every_kind_of_record_the_smart_app_writes_is_valid_fhir(
+    smart_env: Callable[..., SmartEnv], hapi_url: str
+) -> None:
+    """Launches (completed, refused with and without a patient) and page views (shown, partly
+    denied, renewed, printed, refused for an ended token, failed at the FHIR server), as the app
+    spools them, pass HAPI's $validate with 0 errors."""
+    records: list[dict[str, Any]] = []
+    env = smart_env()
+    env.fhir.add_patient("ichis-demo-2")
+    page = env.open("ichis-demo-2", appContext=smart_app_context("ichis-demo-2"))
+    env.client.get(page.request.path + "/print")
+    env.later(3600)  # the token is renewed with the refresh token before the next page
+    env.client.get(page.request.path)
+    env.open("ichis-demo-2", deny_scopes=["patient/Observation.rs"])
+    refused = env.start("ichis-demo-2", appContext=smart_app_context("ichis-demo-0"))
+    env.callback(env.authorize(refused.headers["Location"]))
+    state = parse_qs(urlsplit(env.start("ichis-demo-2").headers["Location"]).query)["state"][0]
+    env.client.get(f"/smart/callback?error=access_denied&state={state}")
+    records += env.spooled()
+    expired = smart_env(ehr={"access_token_ttl": 1}, smart={"refresh_scope": "none"})
+    expired.open("ichis-demo-2")
+    records += expired.spooled()
+    failing = smart_env(ehr={"fhir_upstream": "http://127.0.0.1:9/fhir"})  # nothing listens there
+    failing.open("ichis-demo-2")
+    records += failing.spooled()
+
+    outcomes = {(activity["code"], record["outcome"]) for record in records for activity in record["subtype"]}
+    assert {("smart-launch", "0"), ("smart-launch", "4"), ("smart-print-view", "0")} <= outcomes
+    assert {("smart-page-view", "0"), ("smart-page-view", "4"), ("smart-page-view", "8")} <= outcomes
+    assert any("renewed" in record["outcomeDesc"] for record in records)
+    problems = {f"{record['outcomeDesc']} ({record['id']})": validate(hapi_url, record) for record in records}
     assert {key: found for key, found in problems.items() if found} == {}
