@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from flask import Flask
 
 from cds_service.audit import AuditDeliverer, AuditSpool
@@ -19,10 +18,11 @@ from cds_service.logs import install_request_logging
 from cds_service.ops import blueprint as ops_blueprint
 from cds_service.ops import install_request_timing, metrics_registry
 from cds_service.security import install_security
-from cds_service.settings import build_runtime, load_settings
+from cds_service.settings import audit_destinations, build_runtime, load_settings
 from cds_service.store import Store
 from cds_service.views import blueprint
 from fhir_mappings.config import ConfigurationError
+from fhir_mappings.outbound import outbound_session
 from smart_app import install_smart_app
 
 
@@ -46,19 +46,18 @@ def create_app(
     app.extensions["ichis.runtime"] = runtime
     app.extensions["ichis.clock"] = clock
     app.extensions["ichis.store"] = Store(settings.data_dir / "cds.sqlite")
-    session = requests.Session()
-    # One connection pool for FHIR call-backs, reused across requests of this worker.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    # One connection pool for FHIR call-backs and key sets, reused across requests of this
+    # worker; it never follows a redirect (fhir_mappings.outbound).
+    session = outbound_session()
     app.extensions["ichis.http"] = session
     spool = AuditSpool(settings.data_dir / "audit.sqlite")
     repository = settings.audit_fhir_url if settings.audit_fhir_url not in ("", "ehr") else None
     deliverer = AuditDeliverer(
         spool,
-        requests.Session(),
+        outbound_session(pool_maxsize=4),
         repository=repository,
         token=settings.audit_token or None,
+        destinations=audit_destinations(settings),
         retry_max_seconds=settings.audit_retry_max_seconds,
         poll_seconds=settings.audit_poll_seconds,
     )

@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 from cds_service.sqlite import Connections
+from fhir_mappings.outbound import Destinations, UnsafeDestination
 
 log = logging.getLogger("ichis.audit")
 
@@ -167,6 +168,7 @@ class AuditDeliverer:
         *,
         repository: str | None = None,
         token: str | None = None,
+        destinations: Destinations | None = None,
         retry_max_seconds: float = 300.0,
         poll_seconds: float = 1.0,
         timeout_seconds: float = 10.0,
@@ -175,6 +177,9 @@ class AuditDeliverer:
         self.session = session
         self.repository = repository
         self.token = token
+        #: Checked again at delivery: a record spooled under other settings, or a target that
+        #: no longer passes the rules, is kept for an operator instead of being sent.
+        self.destinations = destinations or Destinations("the audit server")
         self.retry_max_seconds = retry_max_seconds
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
@@ -226,10 +231,14 @@ class AuditDeliverer:
         for target, records in groups.items():
             if self._stop.is_set():
                 break
-            # The audit repository's token goes only to the repository, never to an EHR's server.
-            outcomes = self._send_batch(
-                target or self.repository or "", records, None if target else self.token
-            )
+            destination = target or self.repository or ""
+            try:
+                self.destinations.check(destination)
+            except UnsafeDestination as refused:
+                outcomes: list[tuple[str | None, bool]] = [(f"not sent: {refused}", True)] * len(records)
+            else:
+                # The audit repository's token goes only to the repository, never to an EHR's server.
+                outcomes = self._send_batch(destination, records, None if target else self.token)
             for (record_id, _, attempts), (error, permanent) in zip(records, outcomes, strict=True):
                 if error is None:
                     self.spool.delivered(record_id)
@@ -266,9 +275,13 @@ class AuditDeliverer:
                 data=json.dumps(bundle).encode(),
                 headers=headers,
                 timeout=self.timeout_seconds,
+                allow_redirects=False,
             )
         except requests.RequestException as error:
             return [(f"{type(error).__name__} sending to {target}", False)] * len(records)
+        if response.is_redirect:
+            # A redirect is never followed: the records would go (with the token) elsewhere.
+            return [(f"{target} answered a redirect, which is not followed", False)] * len(records)
         if response.status_code != 200:
             failure = (f"{target} answered {response.status_code}{_diagnostics(response)}", False)
             return [failure] * len(records)

@@ -15,7 +15,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from cds_service.audit import AuditDeliverer, AuditSpool
-from cds_service.settings import Settings
+from cds_service.errors import outcome_response
+from cds_service.settings import Settings, fhir_destinations
 from fhir_mappings.audit import FeedbackAuditFacts, HookAuditFacts, feedback_audit_event, hook_audit_event
 
 log = logging.getLogger("ichis.audit")
@@ -52,17 +53,29 @@ def install_auditing(
             return response
         try:
             _spool_records(response, settings, spool, clock)
-        except Exception:
-            # Losing an audit record silently is worse than failing the call: the error surfaces.
-            log.exception("could not spool the audit record")
-            raise
+        except Exception as error:  # noqa: BLE001 - whatever failed, the call must not be answered
+            # Answered means audited: a call whose record cannot be kept gets no answer (503),
+            # and the log says so in one JSON line rather than Flask's plain-text traceback.
+            # No traceback: its frames would carry request data into the log.
+            log.error(
+                "could not spool the audit record; the call is refused",
+                extra={"reason": type(error).__name__},
+            )
+            return outcome_response(503, "The call could not be audited, so it was not answered; retry.")
         return response
 
 
 def _target(settings: Settings, facts: dict[str, Any]) -> str:
-    """Empty: the configured audit repository (resolved at delivery). 'ehr': this call's server."""
-    if settings.audit_fhir_url == "ehr":
-        return str(facts.get("fhir_server") or "")
+    """Empty: the configured audit repository (resolved at delivery). 'ehr': this call's server,
+    when it passes the same rules as call-backs (allow-list, https); otherwise the record stays
+    in the spool, never sent where the caller pointed."""
+    if settings.audit_fhir_url != "ehr":
+        return ""
+    server = facts.get("fhir_server")
+    if isinstance(server, str) and fhir_destinations(settings).allows(server):
+        return server
+    if server:
+        log.warning("the call's fhirServer may not receive audit records; the record stays in the spool")
     return ""
 
 

@@ -6,9 +6,15 @@ private key; we check it against the key set of an issuer the hospital registere
 - only asymmetric algorithms (ES*, RS*, PS*); never ``none``, never HMAC;
 - ``kid`` picks the key; key sets are cached, and an unknown ``kid`` triggers one refresh, at most
   once per ``jwks_min_refresh_seconds`` per issuer (a flood of bad kids cannot hammer the EHR);
-- a ``jku`` header is honoured only if it is on the issuer's allow-list;
-- ``aud`` must equal the exact URL that was called; ``exp`` and ``iat`` are checked with a small
-  clock skew; ``jti`` is required and refused when seen before (replay cache shared by workers).
+- key sets are fetched over https only (``allow_http_jwks`` is the development switch), never
+  through a redirect;
+- a ``jku`` header on the issuer's allow-list is followed; an unlisted ``jku`` is never fetched:
+  the issuer's configured key set is used when it holds the ``kid`` (the official CDS Hooks sandbox
+  always sends its own ``jku``), else the token is refused;
+- ``aud`` must equal the exact URL that was called, built from ``public_base_url``; ``exp``,
+  ``iat`` (and ``nbf`` when sent) must be JSON numbers (NumericDate, RFC 7519 section 2) and are
+  checked with a small clock skew; a token may live at most ``max_token_lifetime_seconds``;
+  ``jti`` is required and refused when seen before (replay cache shared by workers).
 
 Every failure raises ``AuthenticationFailed``; the caller gets a bare 401, the log gets the reason.
 """
@@ -19,6 +25,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -31,6 +38,7 @@ import jwt
 import requests
 
 from cds_service.sqlite import Connections
+from fhir_mappings.outbound import Destinations, UnsafeDestination
 
 log = logging.getLogger("ichis.auth")
 
@@ -40,6 +48,10 @@ ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS
 
 class AuthenticationFailed(Exception):
     """Why a request was not authenticated: for the log, never for the caller."""
+
+
+class ReplayStoreUnavailable(Exception):
+    """The jti store cannot be read or written: freshness cannot be checked, so no call is let in."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,8 @@ class KeySetCache:
     """Public keys by (key set URL, kid), fetched on demand and refreshed on an unknown kid."""
 
     session: requests.Session
+    #: Where key sets may be fetched from (https unless the development switch allows http).
+    destinations: Destinations = field(default_factory=lambda: Destinations("a key set URL"))
     ttl_seconds: float = 3600.0
     min_refresh_seconds: float = 60.0
     timeout_seconds: float = 2.0
@@ -119,9 +133,18 @@ class KeySetCache:
 
     def _fetch(self, url: str) -> dict[str, jwt.PyJWK]:
         try:
+            self.destinations.check(url)
+        except UnsafeDestination as error:
+            raise AuthenticationFailed(f"key set {url} not fetched: {error}") from None
+        try:
             response = self.session.get(
-                url, timeout=self.timeout_seconds, headers={"Accept": "application/json"}
+                url,
+                timeout=self.timeout_seconds,
+                headers={"Accept": "application/json"},
+                allow_redirects=False,
             )
+            if response.is_redirect:
+                raise AuthenticationFailed(f"key set {url} answered with a redirect, which is not followed")
             response.raise_for_status()
             document = response.json()
         except (requests.RequestException, ValueError) as error:
@@ -196,6 +219,8 @@ class SqliteReplayCache:
             db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
         except sqlite3.IntegrityError:
             return False
+        except sqlite3.Error as error:
+            raise ReplayStoreUnavailable(f"the jti store failed: {type(error).__name__}") from None
         return True
 
 
@@ -205,12 +230,16 @@ class RedisReplayCache:
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
         import redis  # noqa: PLC0415 - optional dependency, imported only when configured
 
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self.clock = clock
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         ttl = max(int(expires_at - self.clock()) + 1, 1)
-        return bool(self.client.set(f"ichis:jti:{iss}:{jti}", b"1", nx=True, ex=ttl))
+        try:
+            return bool(self.client.set(f"ichis:jti:{iss}:{jti}", b"1", nx=True, ex=ttl))
+        except self._errors as error:
+            raise ReplayStoreUnavailable(f"the jti store failed: {type(error).__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -229,6 +258,7 @@ class Authenticator:
     keys: KeySetCache
     replay: ReplayCache
     clock_skew_seconds: float = 60.0
+    max_lifetime_seconds: float = 300.0
     clock: Callable[[], float] = time.time
     _inline: dict[str, dict[str, jwt.PyJWK]] = field(default_factory=dict)
 
@@ -241,15 +271,8 @@ class Authenticator:
             )
         return cached
 
-    def _signing_key(self, header: Mapping[str, Any], issuer: TrustedIssuer) -> jwt.PyJWK:
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise AuthenticationFailed("the JWT header has no kid")
-        jku = header.get("jku")
-        if jku is not None:
-            if jku not in issuer.jku_allow:
-                raise AuthenticationFailed(f"jku {jku!r} is not on the allow-list of {issuer.iss}")
-            return self.keys.key(jku, kid)
+    def _configured_key(self, issuer: TrustedIssuer, kid: str) -> jwt.PyJWK:
+        """The key ``kid`` from the issuer's configured key set (inline, else its jwks_url)."""
         if issuer.jwks is not None:
             keys = self._inline_keys(issuer)
             if kid not in keys:
@@ -259,11 +282,32 @@ class Authenticator:
             raise AuthenticationFailed(f"no key set for {issuer.iss}")
         return self.keys.key(issuer.jwks_url, kid)
 
+    def _signing_key(self, header: Mapping[str, Any], issuer: TrustedIssuer) -> jwt.PyJWK:
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthenticationFailed("the JWT header has no kid")
+        jku = header.get("jku")
+        if jku is not None and jku in issuer.jku_allow:
+            return self.keys.key(jku, kid)
+        if jku is not None:
+            # Never fetched: a jku the hospital did not list is a URL the caller chose. The key
+            # the hospital registered for this issuer is still good if it holds the kid.
+            try:
+                return self._configured_key(issuer, kid)
+            except AuthenticationFailed as error:
+                raise AuthenticationFailed(
+                    f"jku {jku!r} is not on the allow-list of {issuer.iss}, and {error}"
+                ) from None
+        return self._configured_key(issuer, kid)
+
     def authenticate(self, authorization: str | None, audience: str) -> Caller:
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        # RFC 6750 section 2.1 with RFC 7235: the scheme name is case-insensitive.
+        if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("no Bearer token")
-        token = authorization[len("Bearer ") :].strip()
+        token = token.strip()
         header, claims = _unverified_parts(token)
+        _check_numeric_dates(claims)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise AuthenticationFailed(f"algorithm {alg!r} is not accepted")
@@ -288,9 +332,14 @@ class Authenticator:
         except jwt.exceptions.InvalidTokenError as error:
             raise AuthenticationFailed(f"JWT rejected: {type(error).__name__}: {error}") from None
         now = self.clock()
-        iat = verified["iat"]
-        if not isinstance(iat, (int, float)) or iat > now + self.clock_skew_seconds:
+        iat, exp = verified["iat"], verified["exp"]
+        if iat > now + self.clock_skew_seconds:
             raise AuthenticationFailed("iat is in the future")
+        longest = self.max_lifetime_seconds
+        if exp - iat > longest or exp > now + longest + self.clock_skew_seconds:
+            raise AuthenticationFailed(
+                f"the token lives longer than {self.max_lifetime_seconds:g} s (max_token_lifetime_seconds)"
+            )
         jti = verified["jti"]
         if not isinstance(jti, str) or not jti:
             raise AuthenticationFailed("jti must be a non-empty string")
@@ -298,6 +347,17 @@ class Authenticator:
             raise AuthenticationFailed(f"jti {jti!r} was already used")
         tenant = verified.get("tenant")
         return Caller(issuer.iss, jti, tenant if isinstance(tenant, str) else None, str(header["kid"]))
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """``exp``, ``iat`` and ``nbf`` are NumericDate values: JSON numbers (RFC 7519 section 2).
+    PyJWT would read ``"exp": "9999999999"`` as a number; a string is refused here first."""
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthenticationFailed(f"{name} must be a number (NumericDate), not {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AuthenticationFailed(f"{name} must be a finite number")
 
 
 def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -324,10 +384,13 @@ def build_authenticator(
     replay: ReplayCache,
     clock_skew_seconds: float,
     jwks_min_refresh_seconds: float,
+    max_lifetime_seconds: float,
+    key_set_destinations: Destinations,
 ) -> Authenticator:
     return Authenticator(
         issuers={i.iss: i for i in issuers},
-        keys=KeySetCache(session, min_refresh_seconds=jwks_min_refresh_seconds),
+        keys=KeySetCache(session, key_set_destinations, min_refresh_seconds=jwks_min_refresh_seconds),
         replay=replay,
         clock_skew_seconds=clock_skew_seconds,
+        max_lifetime_seconds=max_lifetime_seconds,
     )

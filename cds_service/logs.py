@@ -64,6 +64,11 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    # Everything else (Flask's own app logger, libraries) also leaves JSON lines, warnings and up,
+    # so no plain-text traceback lands between them.
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def install_request_logging(app: Flask) -> None:

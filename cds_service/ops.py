@@ -3,13 +3,15 @@
 - ``GET /healthz``: the process answers (liveness); nothing else is checked.
 - ``GET /readyz``: 200 or 503 with the lists of what is ok and what is failing: the audit FHIR
   server answers ``/metadata``, the audit spool is writable, each trusted issuer's key set loads.
-- ``GET /metrics``: Prometheus text format. Under gunicorn every worker writes its samples to
+- ``GET /metrics``: Prometheus text format; with ``metrics_token`` set, only for a scraper that
+  sends it as a Bearer token. Under gunicorn every worker writes its samples to
   ``PROMETHEUS_MULTIPROC_DIR`` (set by ``ichis serve``) and a scrape aggregates them, so the
   numbers do not depend on which worker answers.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import time
@@ -25,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from cds_service.audit import AuditSpool
 from cds_service.auth import AuthenticationFailed, Authenticator
+from cds_service.errors import outcome_response
 from cds_service.metrics import (
     AUTH_FAILURES,
     CARDS,
@@ -80,7 +83,10 @@ def _readiness() -> tuple[list[str], list[str]]:
     if audit_url and audit_url != "ehr":
         try:
             reply = requests.get(
-                f"{audit_url.rstrip('/')}/metadata", timeout=2, headers={"Accept": "application/fhir+json"}
+                f"{audit_url.rstrip('/')}/metadata",
+                timeout=2,
+                headers={"Accept": "application/fhir+json"},
+                allow_redirects=False,
             )
             (ok if reply.status_code == 200 else failing).append(f"audit FHIR server {audit_url}")
         except requests.RequestException:
@@ -114,6 +120,14 @@ def readyz() -> Response:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
+    runtime: Runtime = current_app.extensions["ichis.runtime"]
+    expected = runtime.settings.metrics_token
+    if expected:
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            response = outcome_response(401, "GET /metrics needs the metrics token.", "login")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     registry: CollectorRegistry = current_app.extensions["ichis.metrics"]
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 

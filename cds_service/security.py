@@ -6,7 +6,6 @@ Installed once by ``create_app``; the views never see an unauthenticated request
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 import requests
 from flask import Flask, Response, g, request
@@ -16,11 +15,13 @@ from cds_service.auth import (
     Authenticator,
     RedisReplayCache,
     ReplayCache,
+    ReplayStoreUnavailable,
     SqliteReplayCache,
     build_authenticator,
 )
 from cds_service.errors import BadRequest, outcome_response
-from cds_service.settings import Runtime, Settings
+from cds_service.settings import Runtime, Settings, fhir_destinations, jwks_destinations
+from fhir_mappings.outbound import UnsafeDestination
 
 log = logging.getLogger("ichis.auth")
 
@@ -47,10 +48,9 @@ def unauthorized() -> Response:
 
 
 def audience_for_request(settings: Settings) -> str:
-    """The exact URL the client called, as it sees it (behind a proxy: the public base URL)."""
-    if settings.public_base_url:
-        return settings.public_base_url.rstrip("/") + request.path
-    return request.base_url
+    """The exact URL the client called, as it sees it: the public base URL and the path. Never
+    the request's Host header (``public_base_url`` is required when authentication is on)."""
+    return settings.public_base_url.rstrip("/") + request.path
 
 
 def install_security(app: Flask, runtime: Runtime, session: requests.Session) -> None:
@@ -70,6 +70,8 @@ def install_security(app: Flask, runtime: Runtime, session: requests.Session) ->
             replay=replay_cache(settings),
             clock_skew_seconds=settings.clock_skew_seconds,
             jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_lifetime_seconds=settings.max_token_lifetime_seconds,
+            key_set_destinations=jwks_destinations(settings),
         )
     app.extensions["ichis.authenticator"] = authenticator
 
@@ -88,6 +90,9 @@ def install_security(app: Flask, runtime: Runtime, session: requests.Session) ->
         except AuthenticationFailed as failure:
             log.warning("authentication failed", extra={"reason": str(failure), "path": request.path})
             return unauthorized()
+        except ReplayStoreUnavailable as failure:
+            log.error("authentication impossible", extra={"reason": str(failure), "path": request.path})
+            return outcome_response(503, "The service cannot check tokens at the moment; retry.")
         return None
 
     origins = set(settings.cors_origins)
@@ -107,18 +112,7 @@ def install_security(app: Flask, runtime: Runtime, session: requests.Session) ->
 
 def check_fhir_server(url: str, settings: Settings) -> None:
     """Refuse call-backs to places the token must not go (SSRF, plain http in production)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise BadRequest("fhirServer must be an absolute http(s) URL", expression=["fhirServer"])
-    if parts.scheme == "http" and not settings.allow_http_fhir:
-        raise BadRequest("fhirServer must use https (allow_http_fhir is off)", expression=["fhirServer"])
-    if parts.username or parts.password:
-        raise BadRequest("fhirServer must not carry credentials", expression=["fhirServer"])
-    if settings.fhir_allowed_hosts:
-        host = parts.hostname.lower()
-        host_port = f"{host}:{parts.port}" if parts.port else host
-        allowed = {h.lower() for h in settings.fhir_allowed_hosts}
-        if host not in allowed and host_port not in allowed:
-            raise BadRequest(
-                "fhirServer is not on this service's list of FHIR hosts", expression=["fhirServer"]
-            )
+    try:
+        fhir_destinations(settings).check(url)
+    except UnsafeDestination as error:
+        raise BadRequest(str(error), expression=["fhirServer"]) from None

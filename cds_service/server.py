@@ -12,6 +12,10 @@ from gunicorn.app.base import BaseApplication
 from cds_service import close_app, create_app
 from cds_service.logs import configure_logging
 
+#: Gunicorn's access line without the query string and the referrer: both can carry an OAuth
+#: ``code``, ``state`` or ``launch`` (the SMART callback), which must never reach a log.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s"'
+
 
 class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class (gunicorn has no hints)
     """Gunicorn with our app factory; the app is built once in the master (preload) so that a
@@ -59,6 +63,7 @@ def serve(
         "timeout": 30,
         "graceful_timeout": 20,
         "accesslog": "-" if os.environ.get("ICHIS_ACCESS_LOG") else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
         "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
     }

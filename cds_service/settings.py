@@ -14,7 +14,9 @@ from cds_service.auth import TrustedIssuer, parse_issuers
 from cds_service.declarations import discovery, prefetch_templates
 from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping_config
 from fhir_mappings.medications import DrugTable
+from fhir_mappings.outbound import Destinations, UnsafeDestination
 from fhir_mappings.scope import DiagnosisTable
+from plumbing.settings import describe_unknown, text_list, unknown_variables
 
 SCOPE_POLICIES = ("caveat", "suppress")
 
@@ -49,8 +51,11 @@ class Settings:
     #: Registered CDS clients: [{iss, jwks_url | jwks, jku_allow}] (TOML [[service.trusted_issuers]]
     #: or JSON in ICHIS_TRUSTED_ISSUERS).
     trusted_issuers: Any = None
-    #: Allowed clock difference when checking exp and iat, seconds.
+    #: Allowed clock difference when checking exp, iat and nbf, seconds.
     clock_skew_seconds: float = 60.0
+    #: Longest life a client JWT may have (exp - iat), seconds, skew aside: CDS Hooks wants
+    #: short-lived tokens (5 minutes recommended), so a token valid for years is refused.
+    max_token_lifetime_seconds: float = 300.0
     #: An unknown kid refreshes an issuer's key set at most this often, seconds.
     jwks_min_refresh_seconds: float = 60.0
     #: Where used jti values are remembered: empty for a SQLite file in data_dir, or a redis:// URL.
@@ -59,6 +64,11 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Allow http:// fhirServer URLs (development only; production EHRs must use https).
     allow_http_fhir: bool = False
+    #: Allow http:// key set URLs (jwks_url, jku_allow) for client JWTs (development only: a key
+    #: set fetched over plain http can be replaced by anyone on the path).
+    allow_http_jwks: bool = False
+    #: Allow an http:// audit repository (audit_fhir_url; development only).
+    allow_http_audit: bool = False
     #: If set, fhirServer must be on one of these hosts (host or host:port): no call-backs elsewhere.
     fhir_allowed_hosts: tuple[str, ...] = ()
     #: Largest request body, bytes.
@@ -74,10 +84,22 @@ class Settings:
     audit_retry_max_seconds: float = 300.0
     #: How often the deliverer looks for due records when idle, seconds.
     audit_poll_seconds: float = 1.0
+    #: If set, GET /metrics needs ``Authorization: Bearer <metrics_token>`` (ICHIS_METRICS_TOKEN).
+    metrics_token: str = field(default="", repr=False)
     site: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 _ENV_PREFIX = "ICHIS_"
+#: Prefixes whose variables other readers own and check: the SMART app's and the sandbox EHR's.
+OTHER_READERS = ("ICHIS_SMART_", "ICHIS_SANDBOX_", "ICHIS_TEST_")
+#: Variables read by ``ichis serve`` itself (process and logging), not by the app.
+PROCESS_VARIABLES = ("host", "port", "workers", "threads", "log_level", "access_log")
+#: The service setting ``smart_launch_url`` is spelt with the SMART app's prefix in the
+#: environment; the SMART app's reader knows to leave it to the service.
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -91,13 +113,19 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         if kind in (bool, "bool"):
             if isinstance(raw, bool):
                 return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+            word = str(raw).strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError(word)
+            return word in _TRUE
         if kind == "tuple[str, ...]":
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(item).strip() for item in items if str(item).strip())
+            return text_list(raw)
         if kind == "Any":
             return raw
-    except (TypeError, ValueError):
+    except ValueError as error:
+        if kind == "tuple[str, ...]":
+            raise ConfigurationError(f"setting {name}: {error}") from None
+        raise ConfigurationError(f"setting {name}: '{raw}' is not a valid {kind}") from None
+    except TypeError:
         raise ConfigurationError(f"setting {name}: '{raw}' is not a valid {kind}") from None
     return str(raw)
 
@@ -127,6 +155,9 @@ def load_settings(
         if key not in known:
             raise ConfigurationError(f"[service] has an unknown setting '{key}'")
         values[key] = _coerce(key, known[key].type, value)
+    names = [*known, *PROCESS_VARIABLES]
+    if unknown := unknown_variables(environ, _ENV_PREFIX, names, elsewhere=OTHER_READERS):
+        raise ConfigurationError(describe_unknown(unknown, _ENV_PREFIX, names))
     for name, spec in known.items():
         env_value = environ.get(f"{_ENV_PREFIX}{name.upper()}")
         if env_value is not None:
@@ -145,7 +176,55 @@ def load_settings(
         raise ConfigurationError("fhir_deadline_seconds must be positive")
     if settings.auth_mode not in ("jwt", "off"):
         raise ConfigurationError("auth_mode must be 'jwt' or 'off'")
+    _check_trust_boundaries(settings)
     return settings
+
+
+def _check_trust_boundaries(settings: Settings) -> None:
+    """Settings that would let a caller or the network around the rules are refused at start."""
+    if settings.auth_mode == "jwt":
+        if not settings.public_base_url:
+            # The JWT audience must be this service's own URL, never one taken from the request's
+            # Host header: that would accept a token minted for another service on another host.
+            raise ConfigurationError(
+                "public_base_url is required when authentication is on: the JWT audience is checked "
+                "against it (e.g. https://cds.hospital.example)"
+            )
+        try:
+            Destinations("public_base_url", allow_http=True).check(settings.public_base_url)
+        except UnsafeDestination as error:
+            raise ConfigurationError(f"public_base_url: {error}") from None
+    if settings.max_token_lifetime_seconds <= 0:
+        raise ConfigurationError("max_token_lifetime_seconds must be positive")
+    if settings.audit_fhir_url == "ehr":
+        if not settings.fhir_allowed_hosts:
+            # Each call's own fhirServer receives its audit record: without an allow-list a caller
+            # could name a server of its own and erase its trail by answering 200.
+            raise ConfigurationError(
+                'audit_fhir_url = "ehr" needs fhir_allowed_hosts: records go only to listed EHR servers'
+            )
+    elif settings.audit_fhir_url:
+        try:
+            audit_destinations(settings).check(settings.audit_fhir_url)
+        except UnsafeDestination as error:
+            raise ConfigurationError(f"audit_fhir_url: {error}") from None
+
+
+def fhir_destinations(settings: Settings) -> Destinations:
+    """Where FHIR call-backs (and records for ``audit_fhir_url = "ehr"``) may go."""
+    return Destinations("fhirServer", settings.allow_http_fhir, settings.fhir_allowed_hosts)
+
+
+def audit_destinations(settings: Settings) -> Destinations:
+    """Where AuditEvents may be delivered: the audit repository, or the EHR's listed servers."""
+    if settings.audit_fhir_url == "ehr":
+        return fhir_destinations(settings)
+    return Destinations("the audit server", settings.allow_http_audit, http_switch="allow_http_audit")
+
+
+def jwks_destinations(settings: Settings) -> Destinations:
+    """Where client key sets may be fetched from."""
+    return Destinations("a key set URL", settings.allow_http_jwks, http_switch="allow_http_jwks")
 
 
 @dataclass(frozen=True)
@@ -176,6 +255,16 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def _issuers(settings: Settings) -> list[TrustedIssuer]:
     try:
-        return parse_issuers(settings.trusted_issuers)
+        issuers = parse_issuers(settings.trusted_issuers)
     except (ValueError, TypeError) as error:
         raise ConfigurationError(f"trusted_issuers: {error}") from None
+    rule = jwks_destinations(settings)
+    for issuer in issuers:
+        for url in (issuer.jwks_url, *issuer.jku_allow):
+            if url is None:
+                continue
+            try:
+                rule.check(url)
+            except UnsafeDestination as error:
+                raise ConfigurationError(f"trusted_issuers {issuer.iss}: {error}") from None
+    return issuers

@@ -2,13 +2,11 @@
 
 Errors are mapped once, here, to ``FhirClientError`` subclasses that carry the server's
 OperationOutcome when it sent one. The bearer token is sent only to the server it belongs to:
-paging links that point elsewhere are refused, not followed.
+paging links and redirects that point elsewhere are refused, not followed.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,13 +14,16 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from fhir_mappings.bundles import loads
 from fhir_mappings.observations import items_of
+from fhir_mappings.outbound import request_origin, same_origin
+
+__all__ = ["FhirClient", "FhirClientError", "next_link", "request_origin", "same_origin"]
 
 FHIR_JSON = "application/fhir+json"
+#: Redirects followed within the server's own origin before the answer counts as a failure.
+MAX_REDIRECTS = 5
 
 
 class FhirClientError(Exception):
@@ -49,42 +50,6 @@ class FhirRefused(FhirClientError):
     """The server refused the token or the query (401, 403, other 4xx)."""
 
 
-#: Scheme and authority of a URL, as the standard parser delimits them (up to the first / ? #).
-_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
-#: Characters on which the standard parser and urllib3 split an authority differently.
-_UNSAFE_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f@]")
-
-
-@functools.lru_cache(maxsize=1024)
-def request_origin(url: str) -> tuple[str, str, int | None] | None:
-    """Scheme, host and port of the request ``requests`` would really send to ``url``, or None.
-
-    Parsed from the prepared URL as urllib3 reads it, not from the text: the standard parser and
-    urllib3 disagree about ``https://evil.example\\@fhir.example/`` (urlsplit sees fhir.example,
-    the request goes to evil.example). URLs with a backslash, whitespace, control characters or
-    credentials have no origin a token may go to. Cached: every call-back checks its URL and the
-    base URL, and preparing a request is not free on the hook's path.
-    """
-    # Only the authority is checked: queries legitimately carry spaces, '|' or FHIR's '\,' escapes.
-    authority = _AUTHORITY.match(url)
-    if authority is None or _UNSAFE_AUTHORITY.search(authority.group(1)):
-        return None
-    try:
-        parsed = parse_url(requests.Request("GET", url).prepare().url or "")
-    except (requests.RequestException, LocationParseError, ValueError):
-        return None
-    if parsed.auth or not parsed.host or not parsed.scheme:
-        return None
-    scheme = parsed.scheme.lower()
-    return scheme, parsed.host.lower(), parsed.port or {"http": 80, "https": 443}.get(scheme)
-
-
-def same_origin(a: str, b: str) -> bool:
-    """True when requests to ``a`` and ``b`` go to the same server (and neither URL is unsafe)."""
-    origin = request_origin(a)
-    return origin is not None and origin == request_origin(b)
-
-
 @dataclass
 class FhirClient:
     """Requests against one FHIR base URL with one token, all within one deadline."""
@@ -103,20 +68,37 @@ class FhirClient:
         """One GET; the JSON body with exact decimals."""
         absolute = url_or_path.startswith(("http://", "https://"))  # queries may contain "://" too
         url = url_or_path if absolute else self._url(url_or_path)
+        headers = {"Accept": FHIR_JSON}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(url, headers)
+            if not response.is_redirect:
+                return self._body(response)
+            # Followed here, not by requests: only within the server's origin, with the token.
+            url = urljoin(url, response.headers.get("Location", ""))
+            if not same_origin(url, self.base_url):
+                raise FhirRefused(
+                    f"the FHIR server redirected to another server ({urlsplit(url).netloc}); not followed",
+                    response.status_code,
+                )
+        raise FhirRefused(f"the FHIR server redirected more than {MAX_REDIRECTS} times")
+
+    def _send(self, url: str, headers: Mapping[str, str]) -> requests.Response:
         if not same_origin(url, self.base_url):
             raise FhirRefused(f"refused to follow a link to another server: {urlsplit(url).netloc}")
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise FhirTimeout("the deadline for FHIR call-backs passed")
-        headers = {"Accept": FHIR_JSON}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         try:
-            response = self.session.get(url, headers=headers, timeout=remaining)
+            return self.session.get(url, headers=headers, timeout=remaining, allow_redirects=False)
         except requests.Timeout:
             raise FhirTimeout("the FHIR server did not answer within the deadline") from None
         except requests.RequestException as error:
             raise FhirUnreachable(f"the FHIR server could not be reached ({type(error).__name__})") from None
+
+    @staticmethod
+    def _body(response: requests.Response) -> Any:
         body: Any = None
         try:
             body = loads(response.content) if response.content else None

@@ -101,7 +101,10 @@ class DemoStack:
                 "ICHIS_TRUSTED_ISSUERS": json.dumps(
                     [{"iss": self.ehr_url, "jwks_url": jwks, "jku_allow": [jwks]}]
                 ),
-                "ICHIS_ALLOW_HTTP_FHIR": "true",  # the sandbox speaks plain http on loopback
+                # The sandbox speaks plain http on loopback: its FHIR endpoint, its key set and HAPI.
+                "ICHIS_ALLOW_HTTP_FHIR": "true",
+                "ICHIS_ALLOW_HTTP_JWKS": "true",
+                "ICHIS_ALLOW_HTTP_AUDIT": "true",
                 "ICHIS_AUDIT_FHIR_URL": fhir,
                 "ICHIS_DATA_DIR": str(self.data_dir / "service"),
                 # The SMART app is registered with the sandbox EHR under its documented secret.

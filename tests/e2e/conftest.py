@@ -63,7 +63,10 @@ def start_stack(
             "public_base_url": service_server.url,
             "auth_mode": "jwt",
             "trusted_issuers": [{"iss": ehr_server.url, "jwks_url": jwks, "jku_allow": [jwks]}],
+            # The sandbox EHR, its key set and HAPI speak plain http on loopback.
             "allow_http_fhir": True,
+            "allow_http_jwks": True,
+            "allow_http_audit": True,
             "audit_fhir_url": fhir,
             **(service or {}),
         },

@@ -19,6 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from fhir_mappings.bundles import dumps
+from fhir_mappings.config import ConfigurationError
+from sandbox.hapi_server import free_port
 from tests.http.conftest import hook_body
 
 ISS = "https://ehr.example/sandbox"
@@ -68,8 +70,20 @@ def secured(make_app: Callable[..., Flask]) -> FlaskClient:
     return make_app(auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks": JWKS}]).test_client()
 
 
-def call(client: FlaskClient, bearer: str | None, path: str = "/cds-services/ichis-prognosis") -> Any:
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
+def call(
+    client: FlaskClient,
+    bearer: str | None,
+    path: str = "/cds-services/ichis-prognosis",
+    *,
+    scheme: str = "Bearer",
+    host: str | None = None,
+) -> Any:
+    headers = {}
+    if bearer is not None:
+        # A value that already names a scheme ("Basic ...") is sent as it is.
+        headers["Authorization"] = bearer if " " in bearer else f"{scheme} {bearer}"
+    if host is not None:
+        headers["Host"] = host
     return client.post(
         path, data=dumps(hook_body("ichis-demo-0")), content_type="application/json", headers=headers
     )
@@ -117,9 +131,28 @@ NEGATIVE = {
     "iat in the future": lambda: token(iat=int(time.time()) + 600, exp=int(time.time()) + 900),
     "missing jti": lambda: token(drop=("jti",)),
     "untrusted iss": lambda: token(iss="https://evil.example"),
-    "jku not on the allow-list": lambda: token(headers={"jku": "https://evil.example/jwks.json"}),
+    "jku not on the allow-list, kid not in the configured key set": lambda: token(
+        kid="evil-1", headers={"jku": "https://evil.example/jwks.json"}
+    ),
     "missing exp": lambda: token(drop=("exp",)),
     "no kid": lambda: token(kid=None),
+    # NumericDate (RFC 7519 section 2) is a JSON number; PyJWT alone would read these strings.
+    "exp as a string": lambda: token(exp=str(int(time.time()) + 300)),
+    "iat as a string": lambda: token(iat=str(int(time.time()))),
+    "nbf as a string": lambda: token(nbf=str(int(time.time()))),
+    "exp as a boolean": lambda: token(exp=True),
+    "exp not finite": lambda: token(exp=float("inf")),
+    # CDS Hooks: short-lived tokens (5 minutes recommended); max_token_lifetime_seconds is 300.
+    "exp ten years ahead": lambda: token(exp=int(time.time()) + 10 * 365 * 86400),
+    "a lifetime over the maximum": lambda: token(exp=int(time.time()) + 301),
+    "an old iat to stretch the lifetime": lambda: token(
+        iat=int(time.time()) - 3000, exp=int(time.time()) + 200
+    ),
+    "nbf in the future": lambda: token(nbf=int(time.time()) + 600),
+    "aud of another host": lambda: token(aud="https://attacker.example/cds-services/ichis-prognosis"),
+    "aud of this path on http": lambda: token(aud="http://cds.example/cds-services/ichis-prognosis"),
+    "aud as a list without this service": lambda: token(aud=["https://other.example/cds-services/x"]),
+    "Basic instead of Bearer": lambda: "Basic " + token(),
 }
 
 
@@ -179,27 +212,66 @@ def test_discovery_is_open_unless_configured(make_app: Callable[..., Flask]) -> 
     assert closed.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"}).status_code == 200
 
 
-def test_the_audience_without_a_public_base_url_is_the_url_called(make_app: Callable[..., Flask]) -> None:
+def test_authentication_needs_a_public_base_url_for_the_audience(make_app: Callable[..., Flask]) -> None:
+    """Without it the audience would follow the request's Host header, which the caller writes."""
+    with pytest.raises(ConfigurationError, match="public_base_url is required"):
+        make_app(auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks": JWKS}], public_base_url="")
+
+
+def test_the_host_header_does_not_change_the_audience(secured: FlaskClient) -> None:
+    """A token minted for another host is refused even when the request names that host."""
+    other = token(aud="https://attacker.example/cds-services/ichis-prognosis")
+    assert call(secured, other, host="attacker.example").status_code == 401
+    assert call(secured, token(), host="attacker.example").status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_matched_in_any_case(secured: FlaskClient, scheme: str) -> None:
+    """RFC 6750 with RFC 7235: authentication scheme names are case-insensitive."""
+    assert call(secured, token(), scheme=scheme).status_code == 200
+
+
+def test_a_token_of_exactly_the_maximum_lifetime_is_accepted(secured: FlaskClient) -> None:
+    now = int(time.time())
+    assert call(secured, token(iat=now, exp=now + 300)).status_code == 200
+
+
+def test_a_longer_maximum_lifetime_can_be_configured(make_app: Callable[..., Flask]) -> None:
     client = make_app(
-        auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks": JWKS}], public_base_url=""
+        auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks": JWKS}], max_token_lifetime_seconds=3600
     ).test_client()
-    assert call(client, token(aud="http://localhost/cds-services/ichis-prognosis")).status_code == 200
+    assert call(client, token(exp=int(time.time()) + 3000)).status_code == 200
+
+
+def test_an_unlisted_jku_falls_back_to_the_configured_key_set_holding_the_kid(secured: FlaskClient) -> None:
+    """The official CDS Hooks sandbox always sends its own jku; the registered key still decides."""
+    sandbox_jku = {"jku": "https://sandbox.cds-hooks.org/.well-known/jwks.json"}
+    assert call(secured, token(headers=sandbox_jku)).status_code == 200
+    assert call(secured, token(key=OTHER_EC_KEY, headers=sandbox_jku)).status_code == 401
 
 
 # --- key sets fetched over HTTP: caching, one rate-limited refresh, jku allow-list ----------------
 
 
 class _KeyServer:
-    """A real HTTP server publishing a JWK Set, as an EHR does; it counts the fetches."""
+    """A real HTTP server publishing a JWK Set, as an EHR does; it counts the fetches. With
+    ``redirect_to`` set it answers every fetch with a redirect there instead."""
 
     def __init__(self) -> None:
         self.document: dict[str, Any] = {"keys": [jwk(EC_KEY, "ec-1", "ES384")]}
         self.fetches = 0
+        self.redirect_to: str | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
+                if outer.redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = json.dumps(outer.document).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -223,34 +295,69 @@ def key_server() -> Iterator[_KeyServer]:
     server.server.server_close()
 
 
-def test_a_key_set_url_is_fetched_once_and_cached(
-    make_app: Callable[..., Flask], key_server: _KeyServer
+@pytest.fixture
+def other_key_server() -> Iterator[_KeyServer]:
+    """A second server on loopback: where a redirect would take the key set fetch."""
+    server = _KeyServer()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def dev_app(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """Apps allowed to fetch key sets over http: the loopback key servers speak plain http."""
+    return lambda **settings: make_app(auth_mode="jwt", allow_http_jwks=True, **settings)
+
+
+@pytest.mark.parametrize("where", ["jwks_url", "jku_allow"])
+def test_a_key_set_over_plain_http_is_refused_at_start(
+    make_app: Callable[..., Flask], key_server: _KeyServer, where: str
 ) -> None:
-    client = make_app(
-        auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}]
-    ).test_client()
+    """Anyone on the path could replace keys fetched over http: https unless allow_http_jwks."""
+    issuer: dict[str, Any] = {"iss": ISS, "jwks": JWKS}
+    issuer[where] = key_server.url if where == "jwks_url" else [key_server.url]
+    with pytest.raises(ConfigurationError, match="allow_http_jwks"):
+        make_app(auth_mode="jwt", trusted_issuers=[issuer])
+    assert key_server.fetches == 0
+
+
+def test_a_key_set_redirect_is_not_followed(
+    dev_app: Callable[..., Flask], key_server: _KeyServer, other_key_server: _KeyServer
+) -> None:
+    key_server.redirect_to = other_key_server.url
+    client = dev_app(trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}]).test_client()
+    assert call(client, token()).status_code == 401
+    assert (key_server.fetches, other_key_server.fetches) == (1, 0)
+
+
+def test_an_unlisted_jku_is_never_fetched(dev_app: Callable[..., Flask], key_server: _KeyServer) -> None:
+    client = dev_app(trusted_issuers=[{"iss": ISS, "jwks": {"keys": []}}]).test_client()
+    assert call(client, token(headers={"jku": key_server.url})).status_code == 401
+    assert key_server.fetches == 0
+
+
+def test_a_key_set_url_is_fetched_once_and_cached(
+    dev_app: Callable[..., Flask], key_server: _KeyServer
+) -> None:
+    client = dev_app(trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}]).test_client()
     assert call(client, token()).status_code == 200
     assert call(client, token()).status_code == 200
     assert key_server.fetches == 1
 
 
 def test_an_unknown_kid_causes_one_rate_limited_refresh(
-    make_app: Callable[..., Flask], key_server: _KeyServer
+    dev_app: Callable[..., Flask], key_server: _KeyServer
 ) -> None:
-    client = make_app(
-        auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}]
-    ).test_client()
+    client = dev_app(trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}]).test_client()
     assert call(client, token()).status_code == 200
     for _ in range(5):
         assert call(client, token(kid="ec-unknown")).status_code == 401
     assert key_server.fetches == 1  # the first fetch was moments ago: no refresh within the limit
 
 
-def test_a_rotated_key_is_found_by_the_refresh(
-    make_app: Callable[..., Flask], key_server: _KeyServer
-) -> None:
-    client = make_app(
-        auth_mode="jwt",
+def test_a_rotated_key_is_found_by_the_refresh(dev_app: Callable[..., Flask], key_server: _KeyServer) -> None:
+    client = dev_app(
         jwks_min_refresh_seconds=0,
         trusted_issuers=[{"iss": ISS, "jwks_url": key_server.url}],
     ).test_client()
@@ -260,7 +367,20 @@ def test_a_rotated_key_is_found_by_the_refresh(
     assert key_server.fetches == 2
 
 
-def test_a_jku_on_the_allow_list_is_used(make_app: Callable[..., Flask], key_server: _KeyServer) -> None:
+def test_a_jku_on_the_allow_list_is_used(dev_app: Callable[..., Flask], key_server: _KeyServer) -> None:
     issuers = [{"iss": ISS, "jwks": {"keys": []}, "jku_allow": [key_server.url]}]
-    client = make_app(auth_mode="jwt", trusted_issuers=issuers).test_client()
+    client = dev_app(trusted_issuers=issuers).test_client()
     assert call(client, token(headers={"jku": key_server.url})).status_code == 200
+
+
+def test_an_unreachable_replay_store_refuses_calls_with_a_503_not_a_500(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Freshness cannot be checked, so nothing is let in; the answer says so without internals."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    client = make_app(
+        auth_mode="jwt", trusted_issuers=[{"iss": ISS, "jwks": JWKS}], replay_store=dead
+    ).test_client()
+    reply = call(client, token())
+    assert reply.status_code == 503
+    assert reply.get_json()["resourceType"] == "OperationOutcome"

@@ -18,9 +18,12 @@ from fhir_mappings.bundles import dumps
 from tests.http.conftest import hook_body, prefetch_for
 from tests.http.test_auth import ISS, JWKS, token
 from tests.integration.proxy import RecordingProxy
+from tests.smart.conftest import SmartEnv, smart_ehr_data_dir, smart_env
+from tests.smart.conftest import app_context as smart_app_context
 
 pytestmark = pytest.mark.integration
 BASE = "https://cds.example"
+__all__ = ["smart_ehr_data_dir", "smart_env"]  # the SMART app's fixtures, for its outage test
 
 
 @pytest.fixture
@@ -34,6 +37,7 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
             "public_base_url": BASE,
             "trusted_issuers": [{"iss": ISS, "jwks": JWKS}],
             "allow_http_fhir": True,
+            "allow_http_audit": True,  # HAPI on loopback speaks plain http
             "audit_retry_max_seconds": 0.2,
             "audit_poll_seconds": 0.05,
             **overrides,
@@ -201,3 +205,37 @@ def test_a_restarted_service_delivers_its_spool(service: Callable[..., Flask], d
     restarted = service(audit_fhir_url=demo_fhir)  # same data directory, audit server reachable
     drain(restarted)
     assert _count_records(demo_fhir, ids) == 5
+
+
+N_PAGE_VIEWS = 6
+
+
+def test_page_views_made_during_an_outage_are_all_delivered_exactly_once(
+    smart_env: Callable[..., SmartEnv], demo_fhir: str
+) -> None:
+    """The audit server is down while a clinician opens the SMART app and reloads its page: the
+    launch and every page view wait in the spool and reach the server, once each, when it is back."""
+    port = _free_port()
+    env = smart_env(
+        service={
+            "audit_fhir_url": f"http://127.0.0.1:{port}/fhir",
+            "allow_http_audit": True,  # HAPI on loopback speaks plain http
+            "audit_retry_max_seconds": 0.2,
+            "audit_poll_seconds": 0.05,
+        }
+    )
+    page = env.open("ichis-demo-1", appContext=smart_app_context("ichis-demo-1"))
+    assert page.status_code == 200
+    for _ in range(N_PAGE_VIEWS - 1):
+        assert env.client.get(page.request.path).status_code == 200
+    spool: AuditSpool = env.app.extensions["ichis.audit.spool"]
+    deliverer: AuditDeliverer = env.app.extensions["ichis.audit.deliverer"]
+    assert deliverer.deliver_due() == 0  # the server is down: nothing delivered, nothing lost
+    ids = spool.pending_ids()
+    assert len(ids) == 1 + N_PAGE_VIEWS  # the launch, then each page view
+    proxy = RecordingProxy(demo_fhir, port)  # the audit server comes back on its port
+    try:
+        drain(env.app)
+    finally:
+        proxy.close()
+    assert _count_records(demo_fhir, ids) == 1 + N_PAGE_VIEWS

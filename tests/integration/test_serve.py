@@ -119,3 +119,36 @@ def test_the_container_entry_point_runs_outside_docker_against_hapi(demo_fhir: s
         process.terminate()
         assert process.wait(timeout=30) == 0  # graceful: gunicorn stops its workers and exits 0
         log.close()
+
+
+def test_the_access_log_shows_paths_but_never_an_oauth_code_or_state(tmp_path: Path) -> None:
+    """`ICHIS_ACCESS_LOG=1` logs each request line without its query string or referrer."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ICHIS_AUTH_MODE": "off",
+        "ICHIS_DATA_DIR": str(tmp_path),
+        "ICHIS_PORT": str(port),
+        "ICHIS_WORKERS": "1",
+        "ICHIS_ACCESS_LOG": "1",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ichis_cli", "serve"], env=env, cwd=ROOT, stdout=handle, stderr=handle
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, log)
+        requests.get(
+            f"{base}/smart/callback?code=CODE-SECRET-1&state=STATE-SECRET-2",
+            headers={"Referer": "https://ehr.example/authorize?launch=LAUNCH-SECRET-3"},
+            timeout=10,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text()
+    assert '"GET /smart/callback HTTP/1.1"' in text  # gunicorn's access line, path only
+    for secret in ("CODE-SECRET-1", "STATE-SECRET-2", "LAUNCH-SECRET-3"):
+        assert secret not in text
