@@ -7,6 +7,7 @@ type-checked and a wrong one is a 400 naming the field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -75,19 +76,48 @@ def _depth(body: bytes) -> int:
     return deepest
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+#: A \\uD800-\\uDFFF escape: JSON allows it, but alone it is no character (RFC 8259 section 8.2).
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
 def parse_json_body(body: bytes, max_depth: int = 64) -> Any:
-    """The request body as JSON, decimals exact; a 400 with the position when it is not JSON."""
+    """The request body as JSON, decimals exact; a 400 saying why when it is not usable JSON.
+
+    RFC 8259: JSON between systems is UTF-8 (a leading byte-order mark is ignored); UTF-16 and
+    UTF-32 bodies, invalid UTF-8, lone surrogate escapes, numbers beyond Python's integer limit
+    and nesting deeper than ``max_depth`` are refused here, so nothing downstream (card uuids, the
+    audit spool, the response encoder) ever meets a string it cannot encode.
+    """
+    if body.startswith(_UTF8_BOM):
+        body = body[len(_UTF8_BOM) :]
     try:
-        document = json.loads(body, parse_float=Decimal)
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("the request body is not UTF-8") from None
+        raise BadRequest("the request body is not UTF-8 (RFC 8259: JSON is exchanged in UTF-8)") from None
+    try:
+        document = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as error:
         raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
     except RecursionError:
         raise BadRequest("the request body is nested too deeply") from None
+    except ValueError:
+        # int() refuses literals of more than 4,300 digits (CVE-2020-10735 limit).
+        raise BadRequest("the request body holds a number with too many digits") from None
     if _depth(body) > max_depth:
         raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(body) and not _encodable(document):
+        raise BadRequest("the request body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
     return document
+
+
+def _encodable(document: Any) -> bool:
+    """Whether every string in the document is text (a paired surrogate escape is; a lone one is not)."""
+    try:
+        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_hook_request(document: Any) -> HookRequest:
