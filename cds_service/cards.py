@@ -52,12 +52,20 @@ OVERRIDE_REASONS = (
 PD1_PDL1 = frozenset({"PD-1", "PD-L1"})
 _SHORT_NAMES = {Part.NEUTROPHILS: "NEUT#", Part.IMMATURE_GRANULOCYTES: "IG#"}
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-!|~])")
+#: Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and
+#: escaping them all leaves no emphasis, link, entity, list or table marker to the text.
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+#: Line breaks (and other control characters) and runs of white space: a string echoed into
+#: the card stays on its line, so it cannot start a heading, list, quote or code block.
+_MD_SPACES = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def md(text: str) -> str:
-    """Escape text from the record for GitHub markdown (``10*3/uL`` must not turn italic)."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    """Text from the record (or the request) as inert Markdown: what it holds is shown, never
+    obeyed. One line, every punctuation character escaped: ``10*3/uL`` does not turn italic, a
+    newline plus ``===`` makes no heading, and ``https://x`` or ``www.x`` is not autolinked (the
+    escaped ``:`` and ``.`` break the patterns GFM and linkify look for)."""
+    return _MD_PUNCTUATION.sub(r"\\\1", _MD_SPACES.sub(" ", text).strip())
 
 
 @dataclass(frozen=True, slots=True)

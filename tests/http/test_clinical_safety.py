@@ -4,20 +4,18 @@ hospitals send never give a wrong card."""
 from __future__ import annotations
 
 import copy
-import html
 import json
 import logging
-import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from markdown_it import MarkdownIt
 
 from cds_service.logs import JsonFormatter
 from tests.http.conftest import NOW, hook_body, medication_request, post_hook, prefetch_for, searchset
+from tests.markdown import readable
 
 LOINC = "http://loinc.org"
 
@@ -27,8 +25,7 @@ def card_of(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
     reply = post_hook(client, body)
     assert reply.status_code == 200, reply.get_data(as_text=True)
     (card,) = reply.get_json()["cards"]
-    rendered = MarkdownIt("commonmark").render(card["detail"])
-    return {**card, "detail": html.unescape(re.sub(r"<[^>]+>", "", rendered))}
+    return {**card, "detail": readable(card["detail"])}
 
 
 def result(oid: str, code: str, value: str, unit: str, patient: str, **extra: Any) -> dict[str, Any]:
