@@ -9,9 +9,11 @@ BIN := $(VENV)/bin
 
 bootstrap: $(VENV)/.installed system-deps
 
-# Browser tests drive Debian's chromium; Java 17 and Maven build the HAPI FHIR server.
+# Browser tests drive Debian's chromium; Java 17 and Maven build the HAPI FHIR server; the shared
+# jti replay store is tested against Debian's redis-server.
 system-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
