@@ -209,7 +209,9 @@ def _input_error(message: str) -> CohortError:
 def open_engine(name: str, spark_master: str | None = None) -> DuckDBEngine | SparkEngine:
     """The engine by name: ``duckdb`` (default) or ``spark`` (``spark_master`` chooses the cluster)."""
     if name == "duckdb":
-        return DuckDBEngine()
+        # Without a limit DuckDB keeps read buffers up to most of the machine's memory (1.1-1.4 GiB
+        # on the 2.5 M-Observation benchmark); 400 MB halves the peak at no measurable cost in time.
+        return DuckDBEngine(memory_limit="400MB")
     if name == "spark":
         return SparkEngine(spark_master or "local[2]")
     raise CohortUsageError(f"unknown engine '{name}': use duckdb or spark")
