@@ -32,7 +32,7 @@ from fhir_mappings.audit import (
 )
 from fhir_mappings.client import request_origin
 from smart_app.context import parse_app_context
-from smart_app.errors import SmartAppError
+from smart_app.errors import SmartAppError, TokenRequestFailed
 
 SPOOL = "ichis.audit.spool"
 #: A hookInstance recorded as ``urn:uuid:<it>``: CDS Hooks sends UUIDs; anything else that is
@@ -67,6 +67,9 @@ def audit_target(audit_fhir_url: str, iss: str | None, allowed_hosts: Sequence[s
 
 def failure_outcome(error: BaseException) -> tuple[str, str]:
     """The outcome code and words of a launch or page that ended on an error page."""
+    if isinstance(error, TokenRequestFailed) and error.answered is not None:
+        # The EHR's token endpoint refused (a 4xx): a refusal, not a failure of the systems.
+        return outcome_for_status(error.answered), f"{error.code}: {error.detail}"
     if isinstance(error, SmartAppError):
         return outcome_for_status(error.status), f"{error.code}: {error.detail}"
     return outcome_for_status(500), "internal: the app failed unexpectedly (see the service log)"
