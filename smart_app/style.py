@@ -82,12 +82,16 @@ def _length(value: Any, allowed: Mapping[str, tuple[float, float]]) -> str | Non
 
 
 def _fonts(value: Any) -> str | None:
-    if not isinstance(value, str) or not _FONTS.fullmatch(value.strip()):
+    if not isinstance(value, str):
+        return None
+    # A declaration's own ";" left at the end (the public SMART launcher sends one) is harmless.
+    fonts = value.strip().removesuffix(";").strip()
+    if not _FONTS.fullmatch(fonts):
         return None
     # An unclosed quote would turn the rest of the stylesheet into a string.
-    if value.count("'") % 2 or value.count('"') % 2:
+    if fonts.count("'") % 2 or fonts.count('"') % 2:
         return None
-    return value.strip()
+    return fonts
 
 
 def parse_style(document: Any) -> dict[str, str]:

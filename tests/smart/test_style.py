@@ -34,6 +34,33 @@ def test_the_sandbox_ehrs_style_is_kept_whole() -> None:
     assert parse_style(SMART_STYLE) == SANDBOX_STYLE
 
 
+def test_the_public_smart_launchers_style_is_kept_but_for_its_pale_highlight() -> None:
+    """smart-launcher-v2's /smart-style.json (as served when the app was launched from it): its
+    light blue highlight fails AA as link text; its heading font's stray ";" is dropped."""
+    launcher = {
+        "color_background": "#edeae3",
+        "color_error": "#9e2d2d",
+        "color_highlight": "#69b5ce",
+        "color_modal_backdrop": "",
+        "color_success": "#498e49",
+        "color_text": "#303030",
+        "dim_border_radius": "6px",
+        "dim_font_size": "13px",
+        "dim_spacing_size": "20px",
+        "font_family_body": "Georgia, Times, 'Times New Roman', serif",
+        "font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, 'Lucida Grande', sans-serif;",
+    }
+    assert parse_style(launcher) == {
+        "--bg": "#edeae3",
+        "--text": "#303030",
+        "--red": "#9e2d2d",
+        "--font-size": "13px",
+        "--radius": "6px",
+        "--font-body": "Georgia, Times, 'Times New Roman', serif",
+        "--font-heading": "'HelveticaNeue-Light', Helvetica, Arial, 'Lucida Grande', sans-serif",
+    }
+
+
 @pytest.mark.parametrize(
     ("document", "kept"),
     [
@@ -43,6 +70,11 @@ def test_the_sandbox_ehrs_style_is_kept_whole() -> None:
         ({"font_family_body": "Arial; background: url(x)"}, {}),
         ({"font_family_body": "'Segoe UI, Arial"}, {}),  # an unclosed quote
         ({"font_family_body": "</style><script>"}, {}),
+        (
+            {"font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, 'Lucida Grande', sans-serif;"},
+            {"--font-heading": "'HelveticaNeue-Light', Helvetica, Arial, 'Lucida Grande', sans-serif"},
+        ),
+        ({"font_family_body": "Arial;;"}, {}),
         ({"dim_font_size": "40px"}, {}),
         ({"dim_font_size": "1.1rem"}, {"--font-size": "1.1rem"}),
         ({"dim_border_radius": "calc(100% - 1px)"}, {}),
