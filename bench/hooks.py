@@ -1,37 +1,49 @@
-"""Benchmark of the CDS service as deployed: ``ichis serve`` under gunicorn, driven over loopback.
+"""Benchmark of the CDS service beside the reference CDS Hooks services and a bare Flask app.
 
-    .venv/bin/python bench/hooks.py [--fhir URL] [--workers 2] [--requests 2000]
+    .venv/bin/python bench/hooks.py [--seconds 10] [--repeat 3] [--soak 600] [--workers 2]
 
-Starts HAPI (unless --fhir is given) and ``ichis serve`` with JWT authentication on and every call
-written to the audit spool (delivery is left to a repository elsewhere: on this 2-core machine
-HAPI's indexing of AuditEvents would compete with what is measured), then drives it from
-separate processes (a Python load generator with keep-alive connections; every request carries
-its own ES384 JWT with a fresh jti, signed before the clock starts). Scenarios:
+Everything is started here, on this machine, and driven over loopback by ``wrk`` (Debian package
+``wrk``; C, so the load generator takes as little of the shared cores as possible):
 
-1. order-select with full prefetch (about 40 Observations), one client at a time;
-2. the same with 32 concurrent clients;
-3. order-sign for a non-checkpoint order (no card), one client and 32 clients;
-4. order-select without prefetch against the local HAPI server, one client; next to it, HAPI's own
-   response time for the same three queries made in parallel.
+- **the reference**: the CDS Hooks sandbox's own services (``cds-hooks/sandbox-cds-services``,
+  Node and Express), cloned into a temporary folder from ``--reference-git`` and installed with
+  ``npm ci``; never committed. Its ``patient-greeting`` service is called with a prefetched
+  Patient, as the issue's baseline;
+- **bare Flask**: a Flask app under gunicorn (2 sync workers) that parses the body and returns a
+  fixed card: what the web stack costs before any work;
+- **ours**: ``ichis serve`` with ES384 client authentication on (every request carries its own
+  JWT with a fresh ``jti``, signed before the clock starts) and every call written to the audit
+  spool (delivery left to a repository elsewhere: HAPI's indexing would compete for the cores).
 
-Prints a table of p50, p95, p99 (ms, measured at the client) and throughput, and exits. It is run on
+Scenarios for ours: order-sign for a non-checkpoint order (the no-card path, which carries a
+hospital's whole ordering load), order-select with full prefetch (about 40 Observations), and
+order-select without prefetch against HAPI next to HAPI's own time for the same queries.
+Each contender runs ``--repeat`` times for ``--seconds`` at 32 connections (req/s, min-max),
+then at one connection (p50 and p99). ``--soak`` runs the no-card path that long at 32
+connections and prints the service's resident memory at the start and the end.
+
+Prints the machine's core count, every raw figure, and the ratios to the reference. Run on
 purpose, not by the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,8 +53,9 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-# A command that reports: it prints its table (ruff T201 is for library code).
-# ruff: noqa: T201
+# A command that reports (T201 is for library code) and starts the tools it measures with fixed
+# arguments: wrk, git, npm, node, gunicorn (S603/S607 are for untrusted input).
+# ruff: noqa: T201, S603, S607
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -54,7 +67,50 @@ from sandbox.hapi_server import HapiServer, free_port  # noqa: E402
 
 ISS = "https://bench-ehr.example"
 KID = "bench-1"
+#: Replaced in each request by the load generator: every call is its own hookInstance.
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
+REFERENCE_GIT = os.environ.get(
+    "ICHIS_BENCH_REFERENCE_GIT", "https://github.com/cds-hooks/sandbox-cds-services.git"
+)
+CLIENTS = 32
+FHIR_JSON = {"Accept": "application/fhir+json"}
+
+#: The wrk script: each thread walks its own share of a file of JWTs and gives every request a
+#: hookInstance of its own. Without a token file it sends the body as it is (no authentication).
+WRK_SCRIPT = r"""
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+local tokens, body, path, idx, step, n = {}, nil, nil, 0, 1, 0
+function init(args)
+  path, step = args[1], tonumber(args[3])
+  local f = io.open(args[2], "rb"); body = f:read("*a"); f:close()
+  if args[4] then
+    for line in io.lines(args[4]) do tokens[#tokens + 1] = line end
+  end
+  idx = tonumber(tid)
+end
+function request()
+  n = n + 1
+  local instance = string.format("%08x-0000-4000-8000-%012x", tonumber(tid), n)
+  local payload = body:gsub("00000000%-0000%-4000%-8000%-000000000000", instance, 1)
+  local headers = {["Content-Type"] = "application/json"}
+  if #tokens > 0 then
+    local token = tokens[idx + 1]
+    if token == nil then
+      wrk.thread:stop()
+      token = tokens[1]
+    end
+    idx = idx + step
+    headers["Authorization"] = "Bearer " .. token
+  end
+  return wrk.format("POST", path, headers, payload)
+end
+"""
 
 
 def _jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
@@ -90,8 +146,8 @@ def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _body(kind: str, fhir: str) -> bytes:
-    now = datetime.now(UTC)
-    records = _bench_patient(now)
+    """A request as an EHR sends it; every kind carries the full prefetch except ``fetch``."""
+    records = _bench_patient(datetime.now(UTC))
     pembro = {
         "resourceType": "MedicationRequest", "id": "draft-1", "status": "draft", "intent": "order",
         "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
@@ -112,81 +168,202 @@ def _body(kind: str, fhir: str) -> bytes:
                      "scope": "patient/*.rs", "subject": "ichis"}  # fmt: skip
     body: dict[str, Any] = {"hook": hook, "hookInstance": PLACEHOLDER, "context": context, "fhirServer": fhir,
                             "fhirAuthorization": authorization}  # fmt: skip
-    if kind == "prefetch":
+    if kind != "fetch":
         body["prefetch"] = {
-            "patient": records[0],
             "labs": _searchset([r for r in records if r["resourceType"] == "Observation"]),
             "conditions": _searchset([r for r in records if r["resourceType"] == "Condition"]),
         }
     return dumps(body).encode()
 
 
-def _client(args: tuple[str, int, str, bytes, str, int, int, str]) -> list[float]:
-    """One load-generator process: ``threads`` keep-alive connections, ``count`` requests each."""
-    host, port, path, body, key_pem, threads, count, audience = args
-    private = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    if not isinstance(private, ec.EllipticCurvePrivateKey):
+def _greeting_body() -> bytes:
+    """The reference's patient-greeting request, with its Patient prefetched."""
+    patient = next(r for r in _bench_patient(datetime.now(UTC)) if r["resourceType"] == "Patient")
+    body = {
+        "hook": "patient-view",
+        "hookInstance": PLACEHOLDER,
+        "context": {"userId": "Practitioner/bench", "patientId": "ichis-bench"},
+        "prefetch": {"patient": patient},
+    }
+    return json.dumps(body).encode()
+
+
+def _sign(args: tuple[str, str, int]) -> list[str]:
+    key_pem, audience, count = args
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("the benchmark signs with an EC key")
     now = int(time.time())
-    tokens = [
-        jwt.encode({"iss": ISS, "aud": audience, "iat": now, "exp": now + 3600, "jti": str(uuid.uuid4())},
-                   private, algorithm="ES384", headers={"kid": KID, "typ": "JWT"})
-        for _ in range(threads * count)
-    ]  # fmt: skip
-    bodies = [body.replace(PLACEHOLDER.encode(), str(uuid.uuid4()).encode()) for _ in range(threads * count)]
-
-    def run(thread: int) -> list[float]:
-        connection = http.client.HTTPConnection(host, port, timeout=30)
-        latencies = []
-        for i in range(count):
-            n = thread * count + i
-            started = time.perf_counter()
-            connection.request(
-                "POST",
-                path,
-                body=bodies[n],
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {tokens[n]}"},
-            )
-            response = connection.getresponse()
-            response.read()
-            latencies.append(time.perf_counter() - started)
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}")
-        connection.close()
-        return latencies
-
-    with ThreadPoolExecutor(threads) as pool:
-        return [lat for part in pool.map(run, range(threads)) for lat in part]
+    claims = {"iss": ISS, "aud": audience, "iat": now, "exp": now + 300}
+    return [
+        jwt.encode({**claims, "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": KID})
+        for _ in range(count)
+    ]
 
 
-def drive(
-    base: str, path: str, body: bytes, key_pem: str, *, clients: int, total: int
-) -> tuple[list[float], float]:
-    """``clients`` concurrent connections over as many processes as cores allow; (latencies, seconds)."""
-    host, port = base.split("//")[1].split(":")
-    processes = min(clients, 4)
-    threads = max(clients // processes, 1)
-    per_thread = max(total // (processes * threads), 1)
-    work = [(host, int(port), path, body, key_pem, threads, per_thread, base + path)] * processes
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        warm = [(host, int(port), path, body, key_pem, 1, 20, base + path)] * processes
-        pool.map(_client, warm)
-        started = time.perf_counter()
-        results = pool.map(_client, work)
-        elapsed = time.perf_counter() - started
-    return [lat for part in results for lat in part], elapsed
+def write_tokens(path: Path, key_pem: str, audience: str, count: int) -> Path:
+    """``count`` fresh ES384 JWTs for ``audience``, one per line, signed on every core."""
+    cores = os.cpu_count() or 1
+    share = -(-count // cores)
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        parts = pool.map(_sign, [(key_pem, audience, share)] * cores)
+    path.write_text("\n".join(token for part in parts for token in part) + "\n")
+    return path
 
 
-def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+@dataclass
+class Run:
+    rate: float
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
 
 
-def _hapi_time(fhir: str, queries: list[str], rounds: int = 200) -> tuple[float, float]:
-    """HAPI's own response time for the three queries made in parallel: (p50, p99) in ms."""
+def _ms(text: str) -> float | None:
+    """A wrk duration (``812.00us``, ``1.20ms``, ``2.01s``) in milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return None
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint of one contender, driven by wrk with one request body."""
+
+    url: str
+    path: str
+    body: Path
+    work: Path
+
+    def run(self, seconds: float, clients: int = CLIENTS, tokens: Path | None = None) -> Run:
+        """One wrk run; with ``tokens``, each request takes the next unused JWT of the file."""
+        script = self.work / "bench.lua"
+        if not script.exists():
+            script.write_text(WRK_SCRIPT)
+        threads = min(clients, 2)
+        args = [self.path, str(self.body), str(threads)] + ([str(tokens)] if tokens else [])
+        out = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(round(seconds), 1)}s", "--latency",
+             "-s", str(script), self.url, "--", *args],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        ).stdout  # fmt: skip
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if socket_errors := re.search(r"Socket errors: .*", out):
+            print(f"    ({socket_errors[0]})")
+        return Run(
+            float(rate[1]) if rate else 0.0,
+            _ms(p50[1]) if p50 else None,
+            _ms(p99[1]) if p99 else None,
+            int(errors[1]) if errors else 0,
+        )
+
+    def measure(
+        self, seconds: float, repeat: int, tokens: Path | None = None, per_run: int = 0
+    ) -> tuple[list[Run], Run]:
+        """A warm-up, ``repeat`` runs at 32 connections, then one at one connection. With tokens,
+        each run starts past the slice the run before it may have used: no token is reused."""
+        self.run(3, tokens=tokens)
+        runs = []
+        for _ in range(repeat):
+            runs.append(self.run(seconds, tokens=_rest(tokens, per_run) if tokens else None))
+        single = self.run(seconds, clients=1, tokens=_rest(tokens, per_run) if tokens else None)
+        return runs, single
+
+
+def _wait(url: str, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+@contextmanager
+def process(
+    command: list[str], cwd: Path, env: dict[str, str], url: str, what: str, logs: Path
+) -> Iterator[int]:
+    log = (logs / f"{what}.log").open("wb")
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
+    try:
+        _wait(url, what)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def reference_checkout(work: Path) -> Path:
+    """The reference services, cloned and installed in ``work`` (never in this repository)."""
+    target = work / "sandbox-cds-services"
+    subprocess.run(["git", "clone", "-q", REFERENCE_GIT, str(target)], check=True)
+    lock = target / "package-lock.json"
+    locked = json.loads(lock.read_text())
+    # The lock file names npm's "fs" security placeholder, which the registry no longer serves;
+    # Node's own fs module is what the code loads.
+    for name, package in list(locked.get("packages", {}).items()):
+        if name.endswith("node_modules/fs"):
+            del locked["packages"][name]
+        else:
+            package.get("dependencies", {}).pop("fs", None)
+    for name, package in list(locked.get("dependencies", {}).items()):
+        if name == "fs":
+            del locked["dependencies"][name]
+        else:
+            package.get("requires", {}).pop("fs", None)
+    lock.write_text(json.dumps(locked))
+    subprocess.run(
+        ["npm", "ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=target,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return target
+
+
+FLASK_BASELINE = """
+import json
+from flask import Flask, Response, request
+
+app = Flask(__name__)
+CARD = json.dumps({"cards": [{"uuid": "0", "summary": "fixed", "indicator": "info",
+                              "source": {"label": "baseline"}}]})
+
+
+@app.post("/cds-services/<service>")
+def hook(service):
+    json.loads(request.get_data())
+    return Response(CARD, mimetype="application/json")
+"""
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (gunicorn's master and workers), KiB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    for one in pids:
+        status = Path(f"/proc/{one}/status")
+        if status.exists():
+            match = re.search(r"VmRSS:\s+(\d+)", status.read_text())
+            total += int(match[1]) if match else 0
+    return total
+
+
+def hapi_time(fhir: str, queries: list[str], rounds: int = 200) -> tuple[float, float]:
+    """HAPI's own response time for the queries made in parallel: (p50, p99) in ms."""
     session = requests.Session()
-    with ThreadPoolExecutor(3) as pool:
-        times = []
+    times = []
+    with ThreadPoolExecutor(len(queries)) as pool:
         for _ in range(rounds):
             started = time.perf_counter()
             list(
@@ -196,18 +373,31 @@ def _hapi_time(fhir: str, queries: list[str], rounds: int = 200) -> tuple[float,
                 )
             )
             times.append(time.perf_counter() - started)
-    p50, _, p99 = _percentiles(times)
-    return p50, p99
+    cuts = statistics.quantiles(times, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
+
+
+def _span(runs: list[Run]) -> str:
+    rates = [r.rate for r in runs]
+    return f"{min(rates):,.0f}-{max(rates):,.0f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fhir", help="a running FHIR server (default: start HAPI)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender at 32 connections")
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds of the memory run (e.g. 600)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per sequential scenario")
-    parser.add_argument("--concurrent-requests", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker of ichis serve")
+    parser.add_argument("--fhir", help="a running FHIR server (default: start HAPI)")
+    parser.add_argument("--max-rate", type=float, default=4000.0, help="tokens signed per second of run")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="ichis-bench-"))
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f}, load generator (wrk) on the same cores; work in {work}")  # fmt: skip
     hapi = None
     fhir = args.fhir
     if not fhir:
@@ -218,64 +408,147 @@ def main() -> int:
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in _bench_patient(datetime.now(UTC))]}), headers={"Content-Type": "application/fhir+json"},
         timeout=120).raise_for_status()  # fmt: skip
+    bodies = {kind: work / f"{kind}.json" for kind in ("no-card", "prefetch", "fetch", "greeting")}
+    for kind, path in bodies.items():
+        path.write_bytes(_greeting_body() if kind == "greeting" else _body(kind, fhir))
     key = ec.generate_private_key(ec.SECP384R1())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "ICHIS_PORT": str(port), "ICHIS_WORKERS": str(args.workers), "ICHIS_DATA_DIR": str(work / "service"),
-        # Records are spooled on every call, as in production; delivering them to the same 2-core
-        # machine's HAPI would measure HAPI's indexing, so the audit repository is left unset.
-        "ICHIS_PUBLIC_BASE_URL": base, "ICHIS_ALLOW_HTTP_FHIR": "true", "ICHIS_AUDIT_FHIR_URL": "",
-        "ICHIS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks": {"keys": [_jwk(key)]}}]),
-        "ICHIS_LOG_LEVEL": "WARNING",
-    }  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ichis_cli", "serve"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
-    )
+    # The contenders start from a clean environment: no ICHIS_* setting of this shell leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICHIS_")} | {
+        "PYTHONDONTWRITEBYTECODE": "1"
+    }
+    results: dict[str, list[Run]] = {}
+    single: dict[str, Run] = {}
+    seconds, repeat = args.seconds, args.repeat
     try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        rows: list[tuple[str, int, float, float, float, float, str]] = []
-        path_select, path_sign = "/cds-services/ichis-prognosis", "/cds-services/ichis-prognosis-sign"
-        scenarios: list[tuple[str, str, bytes, int, int, str]] = [
-            ("order-select, full prefetch", path_select, _body("prefetch", fhir), 1, args.requests,
-             "p50 <= 2 ms, p99 <= 5 ms"),
-            ("order-select, full prefetch", path_select, _body("prefetch", fhir), 32,
-             args.concurrent_requests, ">= 2,000 req/s, p99 < 40 ms"),
-            ("order-sign, non-checkpoint (no card)", path_sign, _body("no-card", fhir), 1, args.requests, ""),
-            ("order-sign, non-checkpoint (no card)", path_sign, _body("no-card", fhir), 32,
-             args.concurrent_requests, ""),
-            ("order-select, no prefetch (HAPI)", path_select, _body("fetch", fhir), 1, args.requests // 4,
-             "<= HAPI + 10 ms"),
-        ]  # fmt: skip
-        for name, path, body, clients, total, target in scenarios:
-            latencies, elapsed = drive(base, path, body, key_pem, clients=clients, total=total)
-            p50, p95, p99 = _percentiles(latencies)
-            rows.append((name, clients, p50, p95, p99, len(latencies) / elapsed, target))
+        print("Installing the reference services (npm ci)...")
+        reference = reference_checkout(work)
+        ref_port = free_port()
+        ref_url = f"http://127.0.0.1:{ref_port}"
+        with process(
+            ["node", "server.js"], reference, {**env, "PORT": str(ref_port)}, ref_url, "reference", work
+        ):
+            target = Target(ref_url, "/cds-services/patient-greeting", bodies["greeting"], work)
+            results["reference"], single["reference"] = target.measure(seconds, repeat)
+        (work / "flask_baseline.py").write_text(FLASK_BASELINE)
+        flask_port = free_port()
+        flask_url = f"http://127.0.0.1:{flask_port}"
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        command = [gunicorn, "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{flask_port}", "flask_baseline:app"]
+        with process(command, work, env, flask_url, "flask", work):
+            target = Target(flask_url, "/cds-services/x", bodies["prefetch"], work)
+            results["bare Flask"], single["bare Flask"] = target.measure(seconds, repeat)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        ours = {
+            **env,
+            "ICHIS_PORT": str(port), "ICHIS_WORKERS": str(args.workers), "ICHIS_THREADS": str(args.threads),
+            "ICHIS_DATA_DIR": str(work / "service"), "ICHIS_PUBLIC_BASE_URL": base,
+            "ICHIS_ALLOW_HTTP_FHIR": "true", "ICHIS_AUDIT_FHIR_URL": "", "ICHIS_LOG_LEVEL": "WARNING",
+            "ICHIS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks": {"keys": [_jwk(key)]}}]),
+        }  # fmt: skip
+        scenarios = {
+            "ours, no card (order-sign, non-ICI)": ("/cds-services/ichis-prognosis-sign", "no-card"),
+            "ours, card, full prefetch": ("/cds-services/ichis-prognosis", "prefetch"),
+        }
+        per_run = int(args.max_rate * seconds)
+        print("Signing tokens...")
+        token_files = {
+            name: write_tokens(work / f"tokens-{kind}.txt", key_pem, base + path, per_run * (repeat + 2))
+            for name, (path, kind) in scenarios.items()
+        }
+        select = "/cds-services/ichis-prognosis"
+        fetch_tokens = write_tokens(work / "tokens-fetch.txt", key_pem, base + select, int(seconds * 200))
+        command = [sys.executable, "-m", "ichis_cli", "serve"]
+        with process(command, ROOT, ours, f"{base}/healthz", "ours", work) as pid:
+            for name, (path, kind) in scenarios.items():
+                target = Target(base, path, bodies[kind], work)
+                results[name], single[name] = target.measure(seconds, repeat, token_files[name], per_run)
+            fetched = Target(base, select, bodies["fetch"], work)
+            single["ours, card, no prefetch (HAPI)"] = fetched.run(seconds, clients=1, tokens=fetch_tokens)
+            soak = None
+            if args.soak:
+                soak = run_soak(
+                    base,
+                    bodies["no-card"],
+                    seconds=args.soak,
+                    work=work,
+                    key_pem=key_pem,
+                    pid=pid,
+                    rate=args.max_rate,
+                )
         templates = prefetch_templates(load_mapping_config(), 100)
         queries = [t.replace("{{context.patientId}}", "ichis-bench") for t in templates.values()]
-        hapi_p50, hapi_p99 = _hapi_time(fhir, queries)
+        hapi_p50, hapi_p99 = hapi_time(fhir, queries)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         if hapi is not None:
             hapi.stop()
-    print(
-        f"\nichis serve, {args.workers} workers, {os.cpu_count()} cores, load generator on the same machine\n"
-    )
-    print(f"{'scenario':40} {'clients':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}  target")
-    for name, clients, p50, p95, p99, rate, target in rows:
-        print(f"{name:40} {clients:>7} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {rate:>8.0f}  {target}")
-    print(f"{'HAPI alone, the 3 queries in parallel':40} {1:>7} {hapi_p50:>8.2f} {'':>8} {hapi_p99:>8.2f}")
+    report(results, single, (hapi_p50, hapi_p99), soak, args)
     return 0
+
+
+def _rest(tokens: Path, skip: int) -> Path:
+    """The token file without its first ``skip`` lines (those a previous run may have used)."""
+    lines = tokens.read_text().splitlines()[skip:]
+    tokens.write_text("\n".join(lines) + "\n")
+    return tokens
+
+
+def run_soak(
+    base: str, body: Path, *, seconds: float, work: Path, key_pem: str, pid: int, rate: float
+) -> tuple[int, int, float, int]:
+    """The no-card path for ``seconds`` in one-minute runs with fresh tokens; (RSS start, RSS end
+    in KiB, mean req/s, errors)."""
+    path = "/cds-services/ichis-prognosis-sign"
+    chunk = 60.0
+    start = rss_kib(pid)
+    rates, errors = [], 0
+    remaining = seconds
+    print(f"Soak: {seconds:.0f} s of the no-card path; RSS at start {start / 1024:.0f} MiB")
+    while remaining > 0:
+        length = min(chunk, remaining)
+        tokens = write_tokens(work / "tokens-soak.txt", key_pem, base + path, int(rate * length))
+        run = Target(base, path, body, work).run(length, tokens=tokens)
+        rates.append(run.rate)
+        errors += run.errors
+        remaining -= length
+        print(f"  {seconds - remaining:>5.0f} s: {run.rate:,.0f} req/s, RSS {rss_kib(pid) / 1024:.0f} MiB")
+    return start, rss_kib(pid), statistics.mean(rates), errors
+
+
+def report(
+    results: dict[str, list[Run]],
+    single: dict[str, Run],
+    hapi: tuple[float, float],
+    soak: tuple[int, int, float, int] | None,
+    args: argparse.Namespace,
+) -> None:
+    reference = results["reference"]
+    ref_low, ref_high = min(r.rate for r in reference), max(r.rate for r in reference)
+    print(f"\n{CLIENTS} connections, {args.repeat} runs of {args.seconds:.0f} s; ichis serve with "
+          f"{args.workers} workers x {args.threads} thread(s); {os.cpu_count()} cores\n")  # fmt: skip
+    header = ("contender", "req/s (32)", "x reference", "p50 ms (1)", "p99 ms (1)")
+    print(f"{header[0]:42} {header[1]:>14} {header[2]:>12} {header[3]:>11} {header[4]:>11} errors")
+    for name, runs in results.items():
+        low, high = min(r.rate for r in runs), max(r.rate for r in runs)
+        ratio = f"{low / ref_high:.2f}-{high / ref_low:.2f}" if name != "reference" else ""
+        one = single[name]
+        errors = sum(r.errors for r in runs) + one.errors
+        latency = f"{one.p50_ms or 0:>11.2f} {one.p99_ms or 0:>11.2f}"
+        print(f"{name:42} {_span(runs):>14} {ratio:>12} {latency} {errors}")
+    fetched = single["ours, card, no prefetch (HAPI)"]
+    print(f"{'ours, card, no prefetch (HAPI), 1 connection':42} {'':>14} {'':>12} "
+          f"{fetched.p50_ms or 0:>11.2f} {fetched.p99_ms or 0:>11.2f} {fetched.errors}")  # fmt: skip
+    print(
+        f"{'HAPI alone, the same queries in parallel':42} {'':>14} {'':>12} {hapi[0]:>11.2f} {hapi[1]:>11.2f}"
+    )
+    print(f"\nno-prefetch card path minus HAPI's own time at p50: {(fetched.p50_ms or 0) - hapi[0]:.2f} ms")
+    if soak:
+        start, end, rate, errors = soak
+        print(f"soak: RSS {start / 1024:.0f} MiB at the start, {end / 1024:.0f} MiB at the end "
+              f"({args.soak:.0f} s at {rate:,.0f} req/s, {errors} errors)")  # fmt: skip
 
 
 if __name__ == "__main__":
