@@ -287,7 +287,7 @@ def _wait(url: str, what: str, timeout: float = 60.0) -> None:
 
 @contextmanager
 def process(
-    command: list[str], cwd: Path, env: dict[str, str], url: str, what: str, logs: Path
+    command: list[str], cwd: Path, env: dict[str, str], url: str, what: str, *, logs: Path
 ) -> Iterator[int]:
     log = (logs / f"{what}.log").open("wb")
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
@@ -437,7 +437,7 @@ def main() -> int:
         flask_url = f"http://127.0.0.1:{flask_port}"
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         command = [gunicorn, "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{flask_port}", "flask_baseline:app"]
-        with process(command, work, env, flask_url, "flask", work):
+        with process(command, work, env, flask_url, "flask", logs=work):
             target = Target(flask_url, "/cds-services/x", bodies["prefetch"], work)
             results["bare Flask"], single["bare Flask"] = target.measure(seconds, repeat)
         port = free_port()
@@ -462,7 +462,7 @@ def main() -> int:
         select = "/cds-services/ichis-prognosis"
         fetch_tokens = write_tokens(work / "tokens-fetch.txt", key_pem, base + select, int(seconds * 200))
         command = [sys.executable, "-m", "ichis_cli", "serve"]
-        with process(command, ROOT, ours, f"{base}/healthz", "ours", work) as pid:
+        with process(command, ROOT, ours, f"{base}/healthz", "ours", logs=work) as pid:
             for name, (path, kind) in scenarios.items():
                 target = Target(base, path, bodies[kind], work)
                 results[name], single[name] = target.measure(seconds, repeat, token_files[name], per_run)
