@@ -8,6 +8,7 @@ files and a short summary to standard output.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from cohort.definition import load_definition
 from cohort.engines import open_engine
-from cohort.errors import CohortConfigError, CohortError, CohortUsageError
+from cohort.errors import CohortConfigError, CohortError, CohortInputError, CohortUsageError
 from cohort.extract import ExtractionSummary, extract_rows, write_summary
 from cohort.sources import discover
 from cohort.synth import SYNTHETIC_NOTICE, SynthOptions, write_cohort
@@ -153,6 +154,8 @@ def _analyze(args: argparse.Namespace) -> int:
     # The statistics stack (lifelines, matplotlib) loads only for this command.
     from cohort.report import analyze, parse_covariates  # noqa: PLC0415
 
+    if args.bootstrap < 0:
+        raise CohortUsageError("--bootstrap must be 0 (no intervals) or more resamples")
     table = read_table(Path(args.table))
     tick = _progress("endpoints", 2)
     outputs = analyze(
@@ -161,6 +164,10 @@ def _analyze(args: argparse.Namespace) -> int:
         source=str(args.table),
         covariates=parse_covariates(args.covariates),
         progress=tick,
+        extraction=_extraction_summary(Path(args.table)),
+        resamples=args.bootstrap,
+        seed=args.seed,
+        bootstrap_progress=lambda label, total: _progress(label, total, "resamples"),
     )
     if outputs.synthetic:
         _say("SYNTHETIC DATA: the analysed table comes from synthetic patients")
@@ -174,6 +181,18 @@ def _analyze(args: argparse.Namespace) -> int:
         _say(f"{endpoint.upper()} median days (95% CI, log-log): {medians}{p}")
     _say(f"report: {outputs.folder / 'report.html'}")
     return EXIT_OK
+
+
+def _extraction_summary(table: Path) -> dict[str, Any] | None:
+    """``extraction-summary.json`` beside the table (the flow diagram's counts), if it is there."""
+    path = (table if table.is_dir() else table.parent) / "extraction-summary.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise CohortInputError(f"cannot read {path}: {error}") from None
+    return document if isinstance(document, dict) else None
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -235,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("table", help="cohort.parquet or cohort.csv (or the folder holding it)")
     analyze.add_argument("--out", required=True, help="output folder")
     analyze.add_argument("--covariates", help="multivariate covariates, e.g. 'pfs=pdl1,agent;os=ecog,agent'")
+    analyze.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples for the C and AUC intervals (default 1000)"
+    )
+    # Defaults as cohort.validation.RESAMPLES and SEED (not imported here: --help stays fast).
+    analyze.add_argument("--seed", type=int, default=2024, help="seed of the bootstrap (default 2024)")
     analyze.set_defaults(handler=_analyze)
 
     synth = commands.add_parser("synth", help="write a SYNTHETIC cohort as NDJSON (calibrated to the paper)")

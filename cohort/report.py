@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,13 +17,18 @@ from typing import Any
 
 import jinja2
 
+from cohort import validation
 from cohort.analysis import SurvivalAnalysis
 from cohort.errors import CohortUsageError
 from cohort.plots import save_km
 from cohort.tables import (
     CI_METHOD,
+    VALIDATION_METHOD,
     Table,
+    discrimination_table,
+    flow_table,
     markdown,
+    median_agreement_table,
     model_table,
     pairwise_table,
     strata_table,
@@ -59,8 +64,16 @@ def analyze(
     source: str,
     covariates: dict[str, Sequence[str]] | None = None,
     progress: Callable[[int], None] | None = None,
+    extraction: Mapping[str, Any] | None = None,
+    resamples: int = validation.RESAMPLES,
+    seed: int = validation.SEED,
+    bootstrap_progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> AnalysisOutputs:
-    """Fit PFS and OS analyses on a cohort table (a DataFrame) and write every output into ``folder``."""
+    """Fit PFS and OS analyses on a cohort table (a DataFrame) and write every output into ``folder``.
+
+    ``extraction``: the extraction's summary (``extraction-summary.json``), for the flow diagram;
+    ``resamples`` and ``seed``: the bootstrap of the discrimination statistics.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     # eq(True), not fillna(False): an all-empty column (a hand-made table) is object dtype, and pandas
     # warns on downcasting it.
@@ -100,6 +113,15 @@ def analyze(
         )
         if progress:
             progress(1)
+    validation_tables = _validation(
+        analyses, table, extraction, resamples=resamples, seed=seed, progress=bootstrap_progress
+    )
+    for name, value in validation_tables.items():
+        path = folder / f"{name}.csv"
+        _write_csv(path, value, synthetic)
+        files.append(path)
+    markdown_parts += ["## Validation (TRIPOD)\n", VALIDATION_METHOD + "\n"]
+    markdown_parts += [markdown(value) for value in validation_tables.values()]
     md = folder / "tables.md"
     md.write_text("\n".join(markdown_parts), encoding="utf-8")
     files.append(md)
@@ -125,11 +147,41 @@ def analyze(
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         ci_method=CI_METHOD,
         sections=sections,
+        validation_method=VALIDATION_METHOD,
+        flow=validation_tables["flow"],
+        validation_tables=[v for k, v in validation_tables.items() if k != "flow"],
     )
     report = folder / "report.html"
     report.write_text(html, encoding="utf-8")
     files.append(report)
     return AnalysisOutputs(folder, files, analyses, synthetic)
+
+
+def _validation(
+    analyses: Mapping[str, SurvivalAnalysis],
+    table: Any,
+    extraction: Mapping[str, Any] | None,
+    *,
+    resamples: int,
+    seed: int,
+    progress: Callable[[str, int], Callable[[int], None]] | None,
+) -> dict[str, Table]:
+    """The TRIPOD tables: flow of patients, discrimination, agreement of medians with the paper."""
+    results = []
+    for endpoint, analysis in analyses.items():
+        tick = progress(f"bootstrap {endpoint.upper()}", resamples) if progress else None
+        results.append(
+            validation.discrimination(analysis.data_, endpoint, resamples=resamples, seed=seed, progress=tick)
+        )
+    analysed = {endpoint: len(analysis.data_) for endpoint, analysis in analyses.items()}
+    tables = {
+        "flow": flow_table(validation.flow(extraction, table, analysed)),
+        "discrimination": discrimination_table(results),
+    }
+    for endpoint, analysis in analyses.items():
+        agreement = validation.median_agreement(analysis.data_, endpoint)
+        tables[f"median_agreement_{endpoint}"] = median_agreement_table(endpoint, agreement)
+    return tables
 
 
 def parse_covariates(text: str | None) -> dict[str, Sequence[str]] | None:

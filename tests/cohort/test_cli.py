@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for args in (
         ["synth", "--out", str(root / "ndjson"), "-n", "143", "--seed", "3", "--gzip"],
         ["extract", str(root / "ndjson"), "--cutoff", "2023-08-31", "--out", str(root / "table")],
-        ["analyze", str(root / "table"), "--out", str(root / "report")],
+        ["analyze", str(root / "table"), "--out", str(root / "report"), "--bootstrap", "50"],
     ):
         done = ichis(*args)
         assert done.returncode == 0, done.stderr

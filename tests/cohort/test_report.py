@@ -20,7 +20,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for args in (
         ["synth", "--out", str(root / "ndjson"), "-n", "400", "--seed", "8", "--no-cycle-labs"],
         ["extract", str(root / "ndjson"), "--cutoff", "2023-08-31", "--out", str(root / "table")],
-        ["analyze", str(root / "table" / "cohort.csv"), "--out", str(root / "report")],
+        ["analyze", str(root / "table" / "cohort.csv"), "--out", str(root / "report"), "--bootstrap", "50"],
     ):
         done = ichis(*args)
         assert done.returncode == 0, done.stderr
@@ -89,6 +89,29 @@ def test_synthetic_data_are_labelled_in_every_output(report: Path) -> None:
     assert bool(table["synthetic"].all())
     readme = (report / "ndjson" / "SYNTHETIC-README.txt").read_text(encoding="utf-8")
     assert readme.startswith("SYNTHETIC DATA")
+
+
+def test_the_report_has_the_validation_sections_a_methodologist_asks_for(report: Path) -> None:
+    """Flow of patients, discrimination with bootstrap intervals, and the medians against the paper's,
+    in the HTML page and as CSV."""
+    html = (report / "report" / "report.html").read_text(encoding="utf-8").replace("&#39;", "'")
+    for heading in (
+        "Validation (TRIPOD)",
+        "Flow of patients (counts from the extraction)",
+        "Discrimination of IChIS",
+        "Overall survival: local medians against the published ones",
+    ):
+        assert heading in html
+    with (report / "report" / "discrimination.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["Endpoint"] for r in rows] == ["Progression-free survival", "Overall survival"]
+    interval = r"0\.\d{3} \(0\.\d{3}-0\.\d{3}\)"
+    for row in rows:
+        for column in ("Harrell's C (95% CI)", "Uno's C (95% CI)", "AUC at 6 months (95% CI)"):
+            assert re.fullmatch(interval, row[column]), (column, row[column])
+    with (report / "report" / "flow.csv").open(encoding="utf-8") as handle:
+        flow = {row["Step"]: row["Patients"] for row in csv.DictReader(handle)}
+    assert flow["Patients in the input"] == flow["Rows of the cohort table"] == "400"
 
 
 def test_the_report_states_the_ci_method(report: Path) -> None:
