@@ -1,18 +1,27 @@
-"""Benchmark of `ichis cohort extract`: throughput and peak memory on >= 2 million Observations.
+"""Benchmark of `ichis cohort extract`: throughput, linearity and peak memory, next to DuckDB's own scan.
 
-    .venv/bin/python bench/cohort_extract.py [--data DIR] [--patients 10000] [--engines duckdb,spark]
+    .venv/bin/python bench/cohort_extract.py [--data DIR] [--patients 10000] [--scales 1,5]
+                                             [--engines duckdb,spark] [--spark-scales 1] [--runs 1]
 
 Generates (once, then reuses) a SYNTHETIC Bulk Data export: ICI patients with a blood count before
 every cycle plus vital signs, and patients without a checkpoint inhibitor, as a hospital export
-would hold them. Then runs the real command once per engine in a fresh process and prints a table:
-wall time end to end (process start to the written Parquet and CSV), Observations per second, and
-the peak resident memory of the whole process tree (Python and, for Spark, the JVM), sampled from
-/proc every 50 ms.
+would hold them. A larger scale is the same export copied with other patient ids (``syn0`` becomes
+``s1n0``...), so it is the same data, k times over.
+
+For each scale and run, each in a fresh process, it times:
+- the reference: DuckDB's own structured scan of the Observations (``read_json`` with the columns the
+  extraction needs as typed structs, one aggregate), the speed the goal is set against;
+- the real command per engine, wall time from process start to the written Parquet and CSV;
+and prints Observations per second, the ratio of each engine to the reference (and Spark to DuckDB),
+the peak resident memory of the whole process tree (Python, its workers and, for Spark, the JVM),
+sampled from /proc every 50 ms, and whether the engines wrote identical tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +37,23 @@ from cohort.synth import SynthOptions, write_cohort  # noqa: E402 - after the pa
 
 CUTOFF = date(2023, 8, 31)
 
+#: DuckDB's own scan of the same files: the elements the extraction reads, as typed columns.
+SCAN = """
+import sys, duckdb
+files = sys.argv[1]
+columns = {
+    "subject": "STRUCT(reference VARCHAR)",
+    "code": "STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[])",
+    "effectiveDateTime": "VARCHAR",
+    "status": "VARCHAR",
+    "valueQuantity": "STRUCT(value DOUBLE, unit VARCHAR, system VARCHAR, code VARCHAR)",
+}
+print(duckdb.sql(
+    "SELECT count(*), count(DISTINCT subject.reference), sum(len(code.coding)) "
+    f"FROM read_json({files!r}, format = 'newline_delimited', columns = {columns!r})"
+).fetchall())
+"""
+
 
 def _rss_kib(pid: int) -> int:
     try:
@@ -40,7 +66,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def _tree(pid: int) -> list[int]:
-    """The process and all its descendants (Spark's JVM is a child of the Python process)."""
+    """The process and all its descendants (Spark's JVM and the scoring workers are children)."""
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -77,66 +103,108 @@ def run(command: list[str]) -> tuple[float, int, str]:
     return seconds, peak, out
 
 
+def _count(folder: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in folder.glob("*.ndjson"):
+        kind = path.name.split(".")[0]
+        with path.open("rb") as handle:
+            counts[kind] = counts.get(kind, 0) + sum(1 for _ in handle)
+    return counts
+
+
 def generate(folder: Path, patients: int) -> dict[str, int]:
-    marker = folder / "SYNTHETIC-README.txt"
-    if marker.exists():
-        counts: dict[str, int] = {}
-        for path in folder.glob("*.ndjson"):
-            kind = path.name.split(".")[0]
-            with path.open("rb") as handle:
-                counts[kind] = counts.get(kind, 0) + sum(1 for _ in handle)
-        return counts
+    if (folder / "SYNTHETIC-README.txt").exists():
+        return _count(folder)
     options = SynthOptions(labs_per_cycle=True, extra_observations=140, patients_without_ici=patients // 5)
     summary = write_cohort(folder, patients, seed=99, cutoff=CUTOFF, options=options, max_lines=250_000)
     return summary.resources
 
 
+def scaled(base: Path, scale: int) -> Path:
+    """The base export ``scale`` times over, the copies with other patient ids (made once)."""
+    if scale == 1:
+        return base
+    folder = base.parent / f"{base.name}-x{scale}"
+    if (folder / "SYNTHETIC-README.txt").exists():
+        return folder
+    folder.mkdir(exist_ok=True)
+    for path in sorted(base.glob("*.ndjson")):
+        stem = path.name.removesuffix(".ndjson")
+        (folder / f"{stem}.c0.ndjson").symlink_to(path)
+        for copy in range(1, scale):
+            # Ids are syn0000001, ...: each copy's patients get their own (s1n0000001, ...).
+            old, new = b"syn0", f"s{copy}n0".encode()
+            with path.open("rb") as source, (folder / f"{stem}.c{copy}.ndjson").open("wb") as out:
+                out.writelines(line.replace(old, new) for line in source)
+    (folder / "SYNTHETIC-README.txt").write_text((base / "SYNTHETIC-README.txt").read_text())
+    return folder
+
+
+def _extract(data: Path, engine: str) -> tuple[float, int, Path]:
+    out = Path(tempfile.mkdtemp(prefix=f"ichis-bench-{engine}-"))
+    command = [sys.executable, "-m", "ichis_cli", "cohort", "extract", str(data)]
+    command += ["--cutoff", CUTOFF.isoformat(), "--out", str(out), "--engine", engine]
+    seconds, peak, _ = run(command)
+    return seconds, peak, out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "ichis-bench-cohort")
     parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--scales", default="1,5", help="sizes to run, as multiples of the base export")
     parser.add_argument("--engines", default="duckdb,spark")
+    parser.add_argument("--spark-scales", default="1", help="scales Spark runs at (it is the slow one)")
+    parser.add_argument("--runs", type=int, default=1, help="repetitions of every measurement")
     args = parser.parse_args()
     started = time.perf_counter()
-    counts = generate(args.data, args.patients)
-    observations = counts.get("Observation", 0)
+    base = generate(args.data, args.patients)
     sys.stdout.write(
-        f"data: {args.data} (SYNTHETIC; {observations:,} Observations, "
-        f"{counts.get('Patient', 0):,} patients, "
-        f"{sum(counts.values()):,} resources; ready in {time.perf_counter() - started:.0f} s)\n"
+        f"data: {args.data} (SYNTHETIC; {base.get('Observation', 0):,} Observations, "
+        f"{base.get('Patient', 0):,} patients, {sum(base.values()):,} resources; "
+        f"ready in {time.perf_counter() - started:.0f} s); cores: {os.cpu_count()}; "
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
-    if observations < 2_000_000:
-        sys.stdout.write("note: fewer than 2 million Observations; raise --patients\n")
-    rows = []
-    for engine in args.engines.split(","):
-        out = Path(tempfile.mkdtemp(prefix=f"ichis-bench-{engine}-"))
-        command = [
-            sys.executable,
-            "-m",
-            "ichis_cli",
-            "cohort",
-            "extract",
-            str(args.data),
-            "--cutoff",
-            CUTOFF.isoformat(),
-            "--out",
-            str(out),
-            "--engine",
-            engine,
-        ]
-        seconds, peak, stdout = run(command)
-        cohort = next((line for line in stdout.splitlines() if line.startswith("patients with")), "")
-        rows.append(
-            (engine, observations, seconds, observations / seconds, peak / 1024, cohort.split(": ")[-1])
-        )
-    sys.stdout.write(
-        "\n| engine | Observations | seconds | Observations/s | peak RSS (MiB) | cohort |\n"
-        "|---|---|---|---|---|---|\n"
+    engines = args.engines.split(",")
+    spark_scales = {int(s) for s in args.spark_scales.split(",")}
+    header = "| scale | run | what | Observations | seconds | Observations/s | vs scan | peak RSS (MiB) |"
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for scale in (int(s) for s in args.scales.split(",")):
+        data = scaled(args.data, scale)
+        observations = base.get("Observation", 0) * scale
+        pattern = str(data / "Observation.*.ndjson")
+        for number in range(1, args.runs + 1):
+            scan, scan_peak, _ = run([sys.executable, "-c", SCAN, pattern])
+            what = "DuckDB read_json scan"
+            lines.append(_line(scale, number, what, observations, scan, scan=scan, peak=scan_peak))
+            tables: dict[str, Path] = {}
+            times: dict[str, float] = {}
+            for engine in engines:
+                if engine == "spark" and scale not in spark_scales:
+                    continue
+                seconds, peak, out = _extract(data, engine)
+                times[engine], tables[engine] = seconds, out
+                what = f"cohort extract --engine {engine}"
+                lines.append(_line(scale, number, what, observations, seconds, scan=scan, peak=peak))
+            if "duckdb" in times and "spark" in times:
+                duck, spark = (tables[e] / "cohort.csv" for e in ("duckdb", "spark"))
+                same = filecmp.cmp(duck, spark, shallow=False)
+                notes.append(
+                    f"scale {scale} run {number}: Spark at {times['duckdb'] / times['spark']:.2f}x DuckDB's "
+                    f"rate; tables {'identical' if same else 'DIFFERENT'}"
+                )
+    sys.stdout.write("\n" + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    sys.stdout.write(f"load average at the end: {load}\n")
+
+
+def _line(scale: int, run_: int, what: str, n: int, seconds: float, *, scan: float, peak: int) -> str:
+    return (
+        f"| {scale}x | {run_} | {what} | {n:,} | {seconds:.1f} | {n / seconds:,.0f} | "
+        f"{scan / seconds:.2f} | {peak / 1024:,.0f} |"
     )
-    for engine, n, seconds, rate, mib, cohort in rows:
-        sys.stdout.write(f"| {engine} | {n:,} | {seconds:.1f} | {rate:,.0f} | {mib:,.0f} | {cohort} |\n")
 
 
 if __name__ == "__main__":
