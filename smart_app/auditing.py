@@ -30,7 +30,7 @@ from fhir_mappings.audit import (
     smart_launch_audit_event,
     smart_page_audit_event,
 )
-from fhir_mappings.client import request_origin
+from fhir_mappings.outbound import Destinations
 from smart_app.context import parse_app_context
 from smart_app.errors import SmartAppError, TokenRequestFailed
 
@@ -51,18 +51,15 @@ def _spool() -> Spool:
     return spool
 
 
-def audit_target(audit_fhir_url: str, iss: str | None, allowed_hosts: Sequence[str]) -> str:
+def audit_target(audit_fhir_url: str, iss: str | None, destinations: Destinations) -> str:
     """Where a record goes, by the service's rule for hook records: ``""`` for the configured audit
-    repository (resolved at delivery); with ``audit_fhir_url = "ehr"`` the launch's EHR (a trusted
-    ``iss``) when its host is on ``fhir_allowed_hosts``, else ``""``: kept in the spool."""
+    repository (resolved at delivery); with ``audit_fhir_url = "ehr"`` the launch's EHR when its
+    FHIR base passes the rules of FHIR call-backs (``fhir_allowed_hosts``, https), else ``""``:
+    kept in the spool."""
     if audit_fhir_url != "ehr" or not iss:
         return ""
-    origin = request_origin(iss)
-    if origin is None:
-        return ""
-    _, host, port = origin
-    names = {entry.strip().lower() for entry in allowed_hosts}
-    return iss if host in names or f"{host}:{port}" in names else ""
+    # The service refuses "ehr" without an allow-list; without one nothing is sent anywhere here.
+    return iss if destinations.allowed_hosts and destinations.allows(iss) else ""
 
 
 def failure_outcome(error: BaseException) -> tuple[str, str]:
@@ -90,17 +87,17 @@ class Recorder:
         app_url: str,
         client_id: str,
         audit_fhir_url: str,
-        allowed_hosts: Sequence[str],
+        destinations: Destinations,
         clock: Callable[[], datetime],
     ) -> None:
         self.app_url = app_url
         self.client_id = client_id
         self.audit_fhir_url = audit_fhir_url
-        self.allowed_hosts = allowed_hosts
+        self.destinations = destinations
         self.clock = clock
 
     def _put(self, event: Mapping[str, Any], iss: str | None) -> None:
-        _spool().put(event, audit_target(self.audit_fhir_url, iss, self.allowed_hosts))
+        _spool().put(event, audit_target(self.audit_fhir_url, iss, self.destinations))
 
     def _facts(
         self,
@@ -138,7 +135,7 @@ class Recorder:
             record_id=record_id, activity=SMART_LAUNCH, outcome=outcome, iss=iss, launch=launch
         )
         _spool().put(
-            smart_launch_audit_event(facts), audit_target(self.audit_fhir_url, iss, self.allowed_hosts)
+            smart_launch_audit_event(facts), audit_target(self.audit_fhir_url, iss, self.destinations)
         )
 
     def page(
@@ -159,9 +156,7 @@ class Recorder:
             launch=launch,
             requests=requests,
         )
-        _spool().put(
-            smart_page_audit_event(facts), audit_target(self.audit_fhir_url, iss, self.allowed_hosts)
-        )
+        _spool().put(smart_page_audit_event(facts), audit_target(self.audit_fhir_url, iss, self.destinations))
 
 
 def page_outcome(denied: Mapping[str, str], renewed: bool) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from fhir_mappings.client import same_origin
+from fhir_mappings.outbound import Destinations, same_origin
 
 log = logging.getLogger("ichis.smart")
 
@@ -127,10 +127,10 @@ def parse_style(document: Any) -> dict[str, str]:
 
 
 def style_url_allowed(url: str, ehr_urls: Iterable[str], *, allow_http: bool) -> bool:
-    """Whether the style may be fetched: on one of the EHR's own origins, https unless allowed."""
-    if not url.startswith("https://") and not (allow_http and url.startswith("http://")):
-        return False
-    return any(same_origin(url, ehr) for ehr in ehr_urls)
+    """Whether the style may be fetched: the project's outbound policy (https unless allowed, no
+    credentials or unusual characters in the URL), and on one of the EHR's own origins."""
+    policy = Destinations("the EHR's smart_style_url", allow_http=allow_http)
+    return policy.allows(url) and any(same_origin(url, ehr) for ehr in ehr_urls)
 
 
 def fetch_style(

@@ -31,9 +31,10 @@ from fhir_mappings.assessment import assess
 from fhir_mappings.audit import SMART_PAGE_VIEW, SMART_PRINT_VIEW, SmartRequest
 from fhir_mappings.client import FhirClient
 from fhir_mappings.config import MappingConfig
+from fhir_mappings.outbound import Destinations
 from fhir_mappings.scope import DiagnosisTable, assess_scope
 from fhir_mappings.subjects import CallPatient
-from smart_app.access import LaunchAccess, renewable, session_status
+from smart_app.access import LaunchAccess, renewable, session_status, token_client
 from smart_app.auditing import Recorder, failure_outcome, page_outcome
 from smart_app.context import parse_app_context
 from smart_app.details import build_page
@@ -58,7 +59,6 @@ from smart_app.oauth import (
     discover,
     id_token_user,
     pkce_pair,
-    request_token,
 )
 from smart_app.record import PatientRecord, read_record
 from smart_app.session import BrowserSession, CookieCodec, SessionStore
@@ -181,7 +181,10 @@ def _recorder(runtime: SmartRuntime) -> Recorder:
         app_url=f"{_public_base()}/smart",
         client_id=runtime.settings.client_id,
         audit_fhir_url=_service().settings.audit_fhir_url,
-        allowed_hosts=_service().settings.fhir_allowed_hosts,
+        # The rule of the service's FHIR call-backs (cds_service.settings.fhir_destinations).
+        destinations=Destinations(
+            "fhirServer", _service().settings.allow_http_fhir, _service().settings.fhir_allowed_hosts
+        ),
         clock=_now,
     )
 
@@ -317,16 +320,8 @@ def _complete_launch(runtime: SmartRuntime, pending: dict[str, Any], launch: dic
         token_endpoint=pending["token_endpoint"],
         issuer=pending.get("issuer"),
     )
-    token = request_token(
-        configuration,
-        code=code,
-        verifier=verifier,
-        redirect_uri=pending["redirect_uri"],
-        client_id=settings.client_id,
-        client_secret=settings.client_secret,
-        requested_scope=pending["scope"],
-        session=runtime.http,
-        timeout=settings.http_timeout_seconds,
+    token = token_client(settings, configuration.token_endpoint, runtime.http).redeem(
+        code=code, verifier=verifier, redirect_uri=pending["redirect_uri"], requested_scope=pending["scope"]
     )
     now = runtime.store.clock()
     iss = str(pending["iss"])

@@ -13,12 +13,14 @@ from urllib.parse import urlencode
 import pytest
 
 from cds_service.audit import AuditSpool
+from fhir_mappings.outbound import Destinations
 from smart_app.auditing import audit_target
 from tests.http.conftest import hook_body
 from tests.integration.test_audit_trail import drain, search
 from tests.smart.conftest import SmartEnv, app_context
 
 USER = "Practitioner/ichis-sandbox-clinician"
+EHR = "https://ehr.hospital.example/fhir"
 
 
 def activity(record: dict[str, Any]) -> list[str]:
@@ -235,22 +237,24 @@ def test_a_card_its_launch_and_its_page_view_are_found_in_hapi_the_way_an_audito
 
 
 @pytest.mark.parametrize(
-    ("audit_fhir_url", "allowed_hosts", "target"),
+    ("audit_fhir_url", "allowed_hosts", "iss", "target"),
     [
-        ("", (), ""),
-        ("https://audit.hospital.example/fhir", (), ""),
-        ("ehr", ("ehr.hospital.example",), "https://ehr.hospital.example/fhir"),
-        ("ehr", ("EHR.hospital.example:443",), "https://ehr.hospital.example/fhir"),
-        ("ehr", ("other.example",), ""),
-        ("ehr", (), ""),
+        ("", (), EHR, ""),
+        ("https://audit.hospital.example/fhir", ("ehr.hospital.example",), EHR, ""),
+        ("ehr", ("ehr.hospital.example",), EHR, EHR),
+        ("ehr", ("EHR.hospital.example:443",), EHR, EHR),
+        ("ehr", ("other.example",), EHR, ""),
+        ("ehr", (), EHR, ""),
+        ("ehr", ("ehr.hospital.example",), "http://ehr.hospital.example/fhir", ""),  # https only
     ],
 )
 def test_a_record_goes_where_the_services_rule_sends_hook_records(
-    audit_fhir_url: str, allowed_hosts: tuple[str, ...], target: str
+    audit_fhir_url: str, allowed_hosts: tuple[str, ...], iss: str, target: str
 ) -> None:
-    """The configured repository (empty target), or with "ehr" the launch's EHR when its host is
-    on fhir_allowed_hosts; otherwise the record stays in the spool."""
-    assert audit_target(audit_fhir_url, "https://ehr.hospital.example/fhir", allowed_hosts) == target
+    """The configured repository (empty target), or with "ehr" the launch's EHR when it passes the
+    rules of FHIR call-backs (https, fhir_allowed_hosts); otherwise the record stays in the spool."""
+    destinations = Destinations("fhirServer", allow_http=False, allowed_hosts=allowed_hosts)
+    assert audit_target(audit_fhir_url, iss, destinations) == target
 
 
 def test_a_token_request_the_ehr_refused_is_recorded_as_a_refusal(smart_env: Callable[..., SmartEnv]) -> None:
