@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from smart_app.errors import TokenExpired, TokenRequestFailed, UnknownLaunch
-from smart_app.oauth import refresh_access
+from smart_app.oauth import TokenClient
 from smart_app.session import BrowserSession, SessionStore
 from smart_app.settings import SmartSettings
 
@@ -61,6 +61,13 @@ def session_status(launch: Launch) -> str | None:
     return None
 
 
+def token_client(settings: SmartSettings, endpoint: str, http: requests.Session) -> TokenClient:
+    """The app, with its configured id and secret, as a client of ``endpoint``."""
+    return TokenClient(
+        endpoint, settings.client_id, settings.client_secret, http, settings.http_timeout_seconds
+    )
+
+
 class LaunchAccess:
     """The launches of one browser session, with their tokens kept current."""
 
@@ -101,14 +108,8 @@ class LaunchAccess:
             )
             raise TokenExpired(f"{ended}, and {why}, so the app cannot renew it.")
         try:
-            token = refresh_access(
-                str(launch["token_endpoint"]),
-                refresh_token=str(launch["refresh_token"]),
-                client_id=self.settings.client_id,
-                client_secret=self.settings.client_secret,
-                granted_scope=str(launch["scope"]),
-                session=self.http,
-                timeout=self.settings.http_timeout_seconds,
+            token = token_client(self.settings, str(launch["token_endpoint"]), self.http).refresh(
+                refresh_token=str(launch["refresh_token"]), granted_scope=str(launch["scope"])
             )
         except TokenRequestFailed as failure:
             # Another page of this session may have renewed first and spent the refresh token

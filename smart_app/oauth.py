@@ -114,107 +114,73 @@ class TokenResponse:
     smart_style_url: str | None = None
 
 
-def _token_call(
-    endpoint: str,
-    form: Mapping[str, str],
-    *,
-    client_id: str,
-    client_secret: str,
-    requested_scope: str,
-    session: requests.Session,
-    timeout: float,
-) -> TokenResponse:
-    """POST to the token endpoint with client_secret_basic; the response read, or TokenRequestFailed."""
-    # RFC 6749, 2.3.1: id and secret are form-encoded before they go into the Basic header.
-    auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
-    try:
-        response = session.post(
-            endpoint,
-            data=dict(form),
-            auth=auth,
-            headers={"Accept": "application/json"},
-            timeout=timeout,
-            # The secret and the code must not follow a redirect to another server.
-            allow_redirects=False,
-        )
-    except requests.RequestException as error:
-        raise TokenRequestFailed(
-            f"The EHR's token endpoint could not be reached ({type(error).__name__})."
-        ) from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, Mapping):
-        reason = (
-            body.get("error") if isinstance(body, Mapping) and isinstance(body.get("error"), str) else None
-        )
-        raise TokenRequestFailed(
-            f"The EHR refused the token request (HTTP {response.status_code}"
-            + (f", {_short_code(reason)}" if reason else "")
-            + ").",
-            answered=response.status_code,
-        )
-    return parse_token_response(body, requested_scope)
+@dataclass(frozen=True)
+class TokenClient:
+    """The app as a confidential client of one EHR's token endpoint (client_secret_basic)."""
+
+    endpoint: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    session: requests.Session
+    timeout: float
+
+    def redeem(self, *, code: str, verifier: str, redirect_uri: str, requested_scope: str) -> TokenResponse:
+        """Trade the code and the PKCE verifier for a token (SMART 2.2, step 5)."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
+        return self._call(form, requested_scope)
+
+    def refresh(self, *, refresh_token: str, granted_scope: str) -> TokenResponse:
+        """A new access token for a refresh token (SMART 2.2, "Refresh access token"; RFC 6749, 6).
+
+        No ``scope`` is sent, so the grant stays as it was; an answer without ``scope`` means that.
+        """
+        return self._call({"grant_type": "refresh_token", "refresh_token": refresh_token}, granted_scope)
+
+    def _call(self, form: Mapping[str, str], requested_scope: str) -> TokenResponse:
+        """POST the form; the response read, or TokenRequestFailed saying what went wrong."""
+        # RFC 6749, 2.3.1: id and secret are form-encoded before they go into the Basic header.
+        auth = (quote(self.client_id, safe=""), quote(self.client_secret, safe=""))
+        try:
+            response = self.session.post(
+                self.endpoint,
+                data=dict(form),
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+                # The secret and the code must not follow a redirect to another server.
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            raise TokenRequestFailed(
+                f"The EHR's token endpoint could not be reached ({type(error).__name__})."
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, Mapping):
+            reason = (
+                body.get("error")
+                if isinstance(body, Mapping) and isinstance(body.get("error"), str)
+                else None
+            )
+            raise TokenRequestFailed(
+                f"The EHR refused the token request (HTTP {response.status_code}"
+                + (f", {_short_code(reason)}" if reason else "")
+                + ").",
+                answered=response.status_code,
+            )
+        return parse_token_response(body, requested_scope)
 
 
 def _short_code(reason: str) -> str:
     """An OAuth error code as shown on a page: codes are short ASCII words (RFC 6749, 5.2)."""
     return reason if len(reason) <= 60 and reason.isascii() and reason.isprintable() else "an error"
-
-
-def request_token(
-    configuration: SmartConfiguration,
-    *,
-    code: str,
-    verifier: str,
-    redirect_uri: str,
-    client_id: str,
-    client_secret: str,
-    requested_scope: str,
-    session: requests.Session,
-    timeout: float,
-) -> TokenResponse:
-    """Trade the code and the PKCE verifier for a token, authenticating with client_secret_basic."""
-    return _token_call(
-        configuration.token_endpoint,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        },
-        client_id=client_id,
-        client_secret=client_secret,
-        requested_scope=requested_scope,
-        session=session,
-        timeout=timeout,
-    )
-
-
-def refresh_access(
-    token_endpoint: str,
-    *,
-    refresh_token: str,
-    client_id: str,
-    client_secret: str,
-    granted_scope: str,
-    session: requests.Session,
-    timeout: float,
-) -> TokenResponse:
-    """A new access token for a refresh token (SMART 2.2, "Refresh access token"; RFC 6749, 6).
-
-    No ``scope`` is sent, so the grant stays as it was; an answer without ``scope`` means that.
-    """
-    return _token_call(
-        token_endpoint,
-        {"grant_type": "refresh_token", "refresh_token": refresh_token},
-        client_id=client_id,
-        client_secret=client_secret,
-        requested_scope=granted_scope,
-        session=session,
-        timeout=timeout,
-    )
 
 
 def parse_token_response(body: Mapping[str, Any], requested_scope: str) -> TokenResponse:

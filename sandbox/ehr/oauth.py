@@ -322,32 +322,24 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             user, code = authorization.user, authorization.code
         now = self.ehr.store.clock()
         scope = token.get("scope", "")
-        client_id = oauth_request.client.get_client_id()
+        grant: dict[str, Any] = {
+            "client_id": oauth_request.client.get_client_id(),
+            "scope": scope,
+            "patient": patient,
+            "encounter": encounter,
+            "user": user,
+            "code": code,
+        }
+        expires_in = int(token["expires_in"])
         self.ehr.store.save_token(
-            TokenRecord(
-                access_token=token["access_token"],
-                client_id=client_id,
-                scope=scope,
-                patient=patient,
-                encounter=encounter,
-                user=user,
-                expires_at=now + int(token["expires_in"]),
-                code=code,
-            )
+            TokenRecord(access_token=token["access_token"], expires_at=now + expires_in, **grant)
         )
         if "refresh_token" in token:
-            offline = "offline_access" in scope.split()
+            lifetime = REFRESH_LIFETIME[
+                "offline_access" if "offline_access" in scope.split() else "online_access"
+            ]
             self.ehr.store.save_refresh_token(
-                RefreshTokenRecord(
-                    refresh_token=token["refresh_token"],
-                    client_id=client_id,
-                    scope=scope,
-                    patient=patient,
-                    encounter=encounter,
-                    user=user,
-                    expires_at=now + REFRESH_LIFETIME["offline_access" if offline else "online_access"],
-                    code=code,
-                )
+                RefreshTokenRecord(refresh_token=token["refresh_token"], expires_at=now + lifetime, **grant)
             )
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:

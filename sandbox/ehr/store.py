@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,10 @@ class RefreshTokenRecord:
         return self.scope
 
 
+#: An access or refresh token's record: both expire and can be revoked.
+Issued = TypeVar("Issued", TokenRecord, RefreshTokenRecord)
+
+
 class Store:
     """Launches, codes and tokens of one sandbox EHR, safe to use from many request threads."""
 
@@ -158,40 +162,39 @@ class Store:
             return None
         return found
 
-    # access tokens ------------------------------------------------------------------------
+    # access and refresh tokens ------------------------------------------------------------
+    def _live(self, records: dict[str, Issued], value: str) -> Issued | None:
+        """The record of a token value if it is live (issued here, not expired, not revoked)."""
+        with self._lock:
+            record = records.get(value)
+        if record is None or record.revoked or self.clock() >= record.expires_at:
+            return None
+        return record
+
+    def _revoke(self, records: dict[str, Issued], value: str) -> None:
+        with self._lock:
+            record = records.get(value)
+            if record is not None:
+                records[value] = replace(record, revoked=True)
+
     def save_token(self, record: TokenRecord) -> None:
         with self._lock:
             self._tokens[record.access_token] = record
 
     def token(self, access_token: str) -> TokenRecord | None:
         """The token's record if it is live (issued here, not expired, not revoked)."""
-        with self._lock:
-            record = self._tokens.get(access_token)
-        if record is None or record.revoked or self.clock() >= record.expires_at:
-            return None
-        return record
+        return self._live(self._tokens, access_token)
 
     def revoke(self, access_token: str) -> None:
-        with self._lock:
-            record = self._tokens.get(access_token)
-            if record is not None:
-                self._tokens[access_token] = replace(record, revoked=True)
+        self._revoke(self._tokens, access_token)
 
-    # refresh tokens -----------------------------------------------------------------------
     def save_refresh_token(self, record: RefreshTokenRecord) -> None:
         with self._lock:
             self._refresh_tokens[record.refresh_token] = record
 
     def refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
         """The refresh token's record if it is live (issued here, not expired, not revoked)."""
-        with self._lock:
-            record = self._refresh_tokens.get(refresh_token)
-        if record is None or record.revoked or self.clock() >= record.expires_at:
-            return None
-        return record
+        return self._live(self._refresh_tokens, refresh_token)
 
     def revoke_refresh_token(self, refresh_token: str) -> None:
-        with self._lock:
-            record = self._refresh_tokens.get(refresh_token)
-            if record is not None:
-                self._refresh_tokens[refresh_token] = replace(record, revoked=True)
+        self._revoke(self._refresh_tokens, refresh_token)
