@@ -200,6 +200,14 @@ def _entity(
     return entity
 
 
+def _hook_instance(hook_instance: str, description: str) -> dict[str, Any]:
+    """The hookInstance as an entity: its ``urn:uuid:`` identifier, object role Job (20), so that
+    a hook call's record and the records linked to it are found by that one identifier."""
+    return _entity(
+        identifier=f"urn:uuid:{hook_instance}", entity_type="2", role="20", description=description
+    )
+
+
 def _absolute(reference: str, base: str | None) -> str:
     """``Observation/1`` on ``https://ehr/fhir`` is ``https://ehr/fhir/Observation/1``."""
     if reference.startswith(("http://", "https://", "urn:")) or not base:
@@ -240,12 +248,7 @@ def hook_audit_event(facts: HookAuditFacts) -> dict[str, Any]:
     if facts.patient_id:
         entities.append(_entity(reference=f"Patient/{facts.patient_id}", entity_type="1", role="1"))
     entities.append(
-        _entity(
-            identifier=f"urn:uuid:{facts.hook_instance}",
-            entity_type="2",
-            role="20",
-            description=f"hookInstance of {facts.hook} to {facts.service_id}",
-        )
+        _hook_instance(facts.hook_instance, f"hookInstance of {facts.hook} to {facts.service_id}")
     )
     # Orders are drafts and Observations live on the EHR's server, which need not be the audit
     # repository: both are recorded by identifier (their absolute URL), not by a local reference.
@@ -336,14 +339,7 @@ def feedback_audit_event(facts: FeedbackAuditFacts) -> dict[str, Any]:
         )
     )
     if facts.hook_instance:
-        entities.append(
-            _entity(
-                identifier=f"urn:uuid:{facts.hook_instance}",
-                entity_type="2",
-                role="20",
-                description="hookInstance",
-            )
-        )
+        entities.append(_hook_instance(facts.hook_instance, "hookInstance"))
     return {
         "resourceType": "AuditEvent",
         "id": audit_id("feedback", facts.service_id, facts.card_uuid, facts.outcome, facts.outcome_timestamp),
@@ -468,12 +464,7 @@ def _smart_event(
         entities.append(_entity(reference=f"Patient/{facts.patient_id}", entity_type="1", role="1"))
     if facts.hook_instance:
         entities.append(
-            _entity(
-                identifier=f"urn:uuid:{facts.hook_instance}",
-                entity_type="2",
-                role="20",
-                description="hookInstance of the card whose link opened the app",
-            )
+            _hook_instance(facts.hook_instance, "hookInstance of the card whose link opened the app")
         )
     for made in facts.requests:
         entities.append(

@@ -64,34 +64,32 @@ class AuthorizationCodeRecord:
         return None
 
 
-@dataclass(frozen=True)
-class TokenRecord:
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """What a token grants: to which client, which scopes, for which patient and user, until when."""
+
+    client_id: str
+    scope: str
+    patient: str | None
+    encounter: str | None
+    user: str
+    expires_at: float
+    code: str | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenRecord(Grant):
     """One access token and what it grants."""
 
     access_token: str = field(repr=False)
-    client_id: str
-    scope: str
-    patient: str | None
-    encounter: str | None
-    user: str
-    expires_at: float
-    code: str | None = None
-    revoked: bool = False
 
 
-@dataclass(frozen=True)
-class RefreshTokenRecord:
+@dataclass(frozen=True, kw_only=True)
+class RefreshTokenRecord(Grant):
     """One refresh token (``online_access`` or ``offline_access`` granted) and the grant it renews."""
 
     refresh_token: str = field(repr=False)
-    client_id: str
-    scope: str
-    patient: str | None
-    encounter: str | None
-    user: str
-    expires_at: float
-    code: str | None = None
-    revoked: bool = False
 
     # Authlib's refresh-token grant, by duck typing.
     def check_client(self, client: Any) -> bool:
