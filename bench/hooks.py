@@ -428,7 +428,7 @@ def main() -> int:
         ref_port = free_port()
         ref_url = f"http://127.0.0.1:{ref_port}"
         with process(
-            ["node", "server.js"], reference, {**env, "PORT": str(ref_port)}, ref_url, "reference", work
+            ["node", "server.js"], reference, {**env, "PORT": str(ref_port)}, ref_url, "reference", logs=work
         ):
             target = Target(ref_url, "/cds-services/patient-greeting", bodies["greeting"], work)
             results["reference"], single["reference"] = target.measure(seconds, repeat)
