@@ -319,29 +319,15 @@ def test_a_registry_entry_of_a_death_counts_as_contact_on_the_day_of_death_not_t
     first dose (a data error the notes name) does not extend follow-up to the day it was typed."""
     from cohort.definition import load_definition
     from tests.cohort.conftest import CUTOFF
+    from tests.cohort.test_narrowing import SITE, registry_death
 
-    registry = "http://hospital.example/death-registry"
-    site = {
-        "cohort": {
-            "follow_up": "last-contact",
-            "death": {
-                "rules": [{"resource": "Observation", "codes": [{"system": registry, "code": "death"}]}]
-            },
-        }
-    }
-    definition = load_definition(site, CUTOFF)
+    definition = load_definition({"cohort": {**SITE["cohort"], "follow_up": "last-contact"}}, CUTOFF)
     patient = "Patient/p"
     given = administration("a", patient, "2023-02-01T10:00:00+09:00", **rxnorm("1547545"))
     seen = count("n", patient, "751-8", "9.5", "10*3/uL", when="2023-03-01T08:00:00+09:00")
-    typed_in = {
-        "resourceType": "Observation",
-        "id": "death",
-        "status": "final",
-        "code": {"coding": [{"system": registry, "code": "death"}]},
-        "subject": {"reference": patient},
-        "effectiveDateTime": "2023-06-20T10:00:00+09:00",
-        "valueDateTime": "2021-02-03",
-    }
+    typed_in = registry_death(
+        "death", patient, effectiveDateTime="2023-06-20T10:00:00+09:00", valueDateTime="2021-02-03"
+    )
     (tmp_path / "MedicationAdministration.ndjson").write_text(json.dumps(given) + "\n", encoding="utf-8")
     (tmp_path / "Observation.ndjson").write_text(
         "".join(json.dumps(r, default=float) + "\n" for r in (seen, typed_in)), encoding="utf-8"
