@@ -13,6 +13,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import date
 from typing import Any
 
@@ -72,6 +73,7 @@ class Scorer:
         self._definition = definition
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._broken = False
         if workers > 1:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
@@ -90,13 +92,38 @@ class Scorer:
             for dose, lines, contact in work:
                 yield dose, patient_row(dose, lines, self._definition, contact)
             return
-        waiting: deque[tuple[list[Work], Future[list[dict[str, Any] | None]]]] = deque()
+        waiting: deque[tuple[list[Work], Future[list[dict[str, Any] | None]] | None]] = deque()
         for chunk in _chunks(work, CHUNK):
-            waiting.append((chunk, self._pool.submit(_rows, chunk)))
+            waiting.append((chunk, self._submit(chunk)))
             while len(waiting) > 2 * self._workers:
-                yield from _done(*waiting.popleft())
+                yield from self._done(*waiting.popleft())
         while waiting:
-            yield from _done(*waiting.popleft())
+            yield from self._done(*waiting.popleft())
+
+    def _submit(self, chunk: list[Work]) -> Future[list[dict[str, Any] | None]] | None:
+        if self._pool is None or self._broken:
+            return None
+        try:
+            return self._pool.submit(_rows, chunk)
+        except BrokenProcessPool:
+            self._broken = True
+            return None
+
+    def _done(
+        self, chunk: list[Work], future: Future[list[dict[str, Any] | None]] | None
+    ) -> Iterator[tuple[FirstDose, dict[str, Any] | None]]:
+        rows: list[dict[str, Any] | None] | None = None
+        if future is not None:
+            try:
+                rows = future.result()
+            except BrokenProcessPool:
+                # A worker killed from outside (the machine's out-of-memory killer, an operator):
+                # the rows do not depend on where they are built, so this process builds the rest.
+                self._broken = True
+        if rows is None:
+            rows = [patient_row(dose, lines, self._definition, contact) for dose, lines, contact in chunk]
+        for (dose, _, _), row in zip(chunk, rows, strict=True):
+            yield dose, row
 
     def close(self) -> None:
         if self._pool is not None:
@@ -107,10 +134,3 @@ class Scorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _done(
-    chunk: list[Work], future: Future[list[dict[str, Any] | None]]
-) -> Iterator[tuple[FirstDose, dict[str, Any] | None]]:
-    for (dose, _, _), row in zip(chunk, future.result(), strict=True):
-        yield dose, row

@@ -52,6 +52,31 @@ def test_rows_built_in_worker_processes_equal_the_rows_built_in_one(
     assert duckdb_rows == rows
 
 
+def test_rows_are_still_built_when_a_worker_process_is_killed(
+    small_cohort: Path, definition: CohortDefinition
+) -> None:
+    """A worker killed from outside (the out-of-memory killer, an operator) costs time, not rows."""
+    from cohort.extract import first_doses
+    from cohort.plan import RESOURCE_TYPES, view_of
+    from cohort.records import patient_row
+    from cohort.scoring import Scorer
+    from tests.cohort.test_narrowing import every_resource_by_patient
+
+    sources = discover([small_cohort])
+    with DuckDBEngine() as engine:
+        for kind in RESOURCE_TYPES:
+            engine.lines(view_of(kind), sources.files.get(kind, []))
+        doses = list(first_doses(engine, definition))
+    everything = every_resource_by_patient(small_cohort)
+    work = [(dose, everything.get(dose.patient, []), None) for dose in doses]
+    with Scorer(definition, workers=2) as scorer:
+        for process in list(scorer._pool._processes.values()):  # type: ignore[union-attr]  # started by now
+            process.kill()
+        rows = [row for _, row in scorer.rows(work)]
+        assert scorer._broken
+    assert rows == [patient_row(dose, lines, definition, None) for dose, lines, _ in work]
+
+
 CLAUSES = re.compile(
     r"\b(WITH|SELECT|FROM|JOIN|LEFT JOIN|ON|WHERE|BETWEEN|UNION ALL|GROUP BY|ORDER BY|OVER)\b"
 )
