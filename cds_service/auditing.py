@@ -17,7 +17,14 @@ from flask import Flask, Response, g, request
 from cds_service.audit import AuditDeliverer, AuditSpool
 from cds_service.errors import outcome_response
 from cds_service.settings import Settings, fhir_destinations
-from fhir_mappings.audit import FeedbackAuditFacts, HookAuditFacts, feedback_audit_event, hook_audit_event
+from fhir_mappings.audit import (
+    FeedbackAuditFacts,
+    FeedbackCallAuditFacts,
+    HookAuditFacts,
+    feedback_audit_event,
+    feedback_call_audit_event,
+    hook_audit_event,
+)
 
 log = logging.getLogger("ichis.audit")
 
@@ -63,6 +70,15 @@ def install_auditing(
             )
             return outcome_response(503, "The call could not be audited, so it was not answered; retry.")
         return response
+
+
+def _outcome_text(response: Response, success: str) -> str:
+    """What the record says of the call's end: the OperationOutcome's diagnostics for a refusal."""
+    if response.status_code < 400:
+        return success
+    body = response.get_json(silent=True) or {}
+    issues = body.get("issue") or [{}]
+    return f"HTTP {response.status_code}: {issues[0].get('diagnostics', '')}".strip()
 
 
 def _target(settings: Settings, facts: dict[str, Any]) -> str:
@@ -115,12 +131,26 @@ def _spool_records(
                 )
             )
             spool.put(event, _target(settings, facts))
+        if not facts.get("feedback"):
+            refused = feedback_call_audit_event(
+                FeedbackCallAuditFacts(
+                    request_id=str(g.get("request_id") or uuid.uuid4()),
+                    service_id=service_id,
+                    recorded=now,
+                    status=response.status_code,
+                    outcome_text=_outcome_text(response, "no feedback item"),
+                    service_url=_service_url(settings),
+                    iss=iss,
+                    tenant=tenant,
+                    jti=jti,
+                    client=client,
+                )
+            )
+            spool.put(refused, _target(settings, facts))
         return
     hook_instance = facts.get("hook_instance") or f"request-{g.get('request_id') or uuid.uuid4()}"
     if response.status_code >= 400 and not facts.get("outcome_text"):
-        body = response.get_json(silent=True) or {}
-        issues = body.get("issue") or [{}]
-        facts["outcome_text"] = f"HTTP {response.status_code}: {issues[0].get('diagnostics', '')}".strip()
+        facts["outcome_text"] = _outcome_text(response, "")
     event = hook_audit_event(
         HookAuditFacts(
             hook_instance=hook_instance,

@@ -355,6 +355,50 @@ def feedback_audit_event(facts: FeedbackAuditFacts) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class FeedbackCallAuditFacts:
+    """A feedback call that recorded no item: refused (a 4xx), failed, or sent an empty list."""
+
+    request_id: str
+    service_id: str
+    recorded: datetime
+    status: int
+    outcome_text: str
+    service_url: str
+    iss: str | None
+    tenant: str | None
+    jti: str | None
+    client: str = "verified"
+
+
+def feedback_call_audit_event(facts: FeedbackCallAuditFacts) -> dict[str, Any]:
+    """The AuditEvent for a feedback call without a feedback item to record: every call that
+    reaches the service leaves a record, the refused ones first of all."""
+    return {
+        "resourceType": "AuditEvent",
+        "id": audit_id("feedback-call", facts.service_id, facts.request_id),
+        "type": {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
+        "subtype": [
+            {"system": ACTIVITY, "code": "cds-feedback", "display": "CDS Hooks feedback"},
+            {
+                "system": ACTIVITY,
+                "code": "feedback-without-items",
+                "display": "Feedback call with no item recorded",
+            },
+        ],
+        "action": "C",
+        "recorded": facts.recorded.isoformat(),
+        "outcome": outcome_for_status(facts.status),
+        "outcomeDesc": facts.outcome_text,
+        "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": "TREAT", "display": "treatment"}]}],
+        "agent": [
+            _agent_ehr(facts.iss, facts.tenant, facts.jti, facts.client),
+            _agent_service(facts.service_url),
+        ],
+        "source": _source(facts.service_url),
+    }
+
+
 # --- the SMART app's records ----------------------------------------------------------------------
 
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"

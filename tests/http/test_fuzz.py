@@ -252,11 +252,14 @@ def test_a_lone_surrogate_in_a_context_field_is_a_400_and_is_audited(
 @budget("feedback")
 @given(body=json_values | st.fixed_dictionaries({"feedback": st.lists(json_values, max_size=3)}))
 def test_any_feedback_body_never_crashes(fuzz_client: FlaskClient, body: Any) -> None:
-    _check(
-        fuzz_client.post(
-            "/cds-services/ichis-prognosis/feedback", data=dumps(body), content_type="application/json"
-        )
+    before = _spooled(fuzz_client)
+    response = fuzz_client.post(
+        "/cds-services/ichis-prognosis/feedback", data=dumps(body), content_type="application/json"
     )
+    _check(response)
+    if response.status_code != 200 or not body["feedback"]:
+        # A call that recorded no item (a refusal, an empty list) leaves one record of its own.
+        assert _spooled(fuzz_client) - before == 1
 
 
 def test_the_fuzz_budget_is_in_the_thousands() -> None:

@@ -101,6 +101,13 @@ def test_every_kind_of_record_and_suggestion_the_service_writes_is_valid_fhir(
     assert unsigned.status_code == 401
     assert feedback(app, cards["ichis-demo-2"]["uuid"], "overridden") == 200
     assert feedback(app, cards["ichis-demo-partial"]["uuid"], "accepted") == 200
+    refused_feedback = app.test_client().post(
+        "/cds-services/ichis-prognosis/feedback",
+        data=dumps({"feedback": [{"card": 5}]}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token(aud=f'{BASE}/cds-services/ichis-prognosis/feedback')}"},
+    )
+    assert refused_feedback.status_code == 400
     open_app = service(auth_mode="off")  # the same data directory: one spool for both
     assert (
         open_app.test_client()
@@ -116,7 +123,7 @@ def test_every_kind_of_record_and_suggestion_the_service_writes_is_valid_fhir(
     records = spooled(app)
     kinds = {coding["code"] for record in records for coding in record.get("subtype", [])}
     assert {"ichis-2", "ichis-1-2", "ichis-unavailable", "ichis-1", "no-card", "other-patient-data"} <= kinds
-    assert {"feedback-accepted", "feedback-overridden"} <= kinds
+    assert {"feedback-accepted", "feedback-overridden", "feedback-without-items"} <= kinds
     displays = {agent["who"].get("display") for record in records for agent in record["agent"]}
     assert {"CDS client (refused: invalid token)", "CDS client (authentication off)"} <= displays
     suggestion = cards["ichis-demo-partial"]["suggestions"][0]["actions"][0]["resource"]
