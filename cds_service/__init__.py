@@ -38,7 +38,7 @@ def create_app(
     smart: Mapping[str, Any] | None = None,
 ) -> Flask:
     """Build the service. ``overrides`` replace settings (tests); ``clock`` gives the order time;
-    ``smart`` holds SMART app settings over the site file's ``[smart]`` table and ICHIS_SMART_*."""
+    ``smart`` holds SMART app settings over ICHIS_SMART_* and the site file's ``[smart]`` table."""
     settings = load_settings(overrides, environ)
     runtime = build_runtime(settings)
     app = Flask("cds_service")
@@ -74,11 +74,9 @@ def create_app(
     app.register_blueprint(ops_blueprint)
     install_auditing(app, settings, spool, deliverer, clock)
     install_error_handlers(app)
-    # The SMART app shares this WSGI app under /smart/ (paths keep the two apart).
-    site_smart = settings.site.get("smart", {})
-    install_smart_app(
-        app, {**(site_smart if isinstance(site_smart, dict) else {}), **(smart or {})}, environ=environ
-    )
+    # The SMART app shares this WSGI app under /smart/ (paths keep the two apart). Its settings
+    # come in the same order as the service's: the site file, then ICHIS_SMART_*, then tests'.
+    install_smart_app(app, smart, environ=environ, table=settings.site.get("smart"))
     return app
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping
 from fhir_mappings.medications import DrugTable
 from fhir_mappings.outbound import Destinations, UnsafeDestination
 from fhir_mappings.scope import DiagnosisTable
-from plumbing.settings import describe_unknown, text_list, unknown_variables
+from plumbing.settings import parsers_for, read_settings
 
 SCOPE_POLICIES = ("caveat", "suppress")
 
@@ -98,78 +98,32 @@ PROCESS_VARIABLES = ("host", "port", "workers", "threads", "log_level", "access_
 #: environment; the SMART app's reader knows to leave it to the service.
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-
-def _coerce(name: str, kind: Any, raw: Any) -> Any:
-    try:
-        if kind in (float, "float"):
-            return float(raw)
-        if kind in (int, "int"):
-            return int(raw)
-        if kind in (Path, "Path", "Path | None"):
-            return Path(raw) if raw not in (None, "") else None
-        if kind in (bool, "bool"):
-            if isinstance(raw, bool):
-                return raw
-            word = str(raw).strip().lower()
-            if word not in _TRUE + _FALSE:
-                raise ValueError(word)
-            return word in _TRUE
-        if kind == "tuple[str, ...]":
-            return text_list(raw)
-        if kind == "Any":
-            return raw
-    except ValueError as error:
-        if kind == "tuple[str, ...]":
-            raise ConfigurationError(f"setting {name}: {error}") from None
-        raise ConfigurationError(f"setting {name}: '{raw}' is not a valid {kind}") from None
-    except TypeError:
-        raise ConfigurationError(f"setting {name}: '{raw}' is not a valid {kind}") from None
-    return str(raw)
+_PARSERS = parsers_for(Settings, skip=("site",))
 
 
 def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from the file named by ICHIS_CONFIG_FILE (or overrides), env, and overrides."""
+    """Defaults, then the ``[service]`` table of the site file (``ICHIS_CONFIG_FILE``, or
+    ``config_file`` in the overrides), then ``ICHIS_*`` variables, then ``overrides`` (tests)."""
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
-    values: dict[str, Any] = {}
+    site: dict[str, Any] = dict(overrides.pop("site", None) or {})
     config_file = overrides.get("config_file") or environ.get(f"{_ENV_PREFIX}CONFIG_FILE")
-    site: dict[str, Any] = {}
     if config_file:
-        try:
-            with open(config_file, "rb") as handle:
-                site = tomllib.load(handle)
-        except OSError as error:
-            raise ConfigurationError(f"cannot read configuration {config_file}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigurationError(f"configuration {config_file} is not valid TOML: {error}") from None
-    known = {f.name: f for f in fields(Settings) if f.name != "site"}
-    service_section = site.get("service", {})
-    if not isinstance(service_section, dict):
-        raise ConfigurationError("[service] must be a table")
-    for key, value in service_section.items():
-        if key not in known:
-            raise ConfigurationError(f"[service] has an unknown setting '{key}'")
-        values[key] = _coerce(key, known[key].type, value)
-    names = [*known, *PROCESS_VARIABLES]
-    if unknown := unknown_variables(environ, _ENV_PREFIX, names, elsewhere=OTHER_READERS):
-        raise ConfigurationError(describe_unknown(unknown, _ENV_PREFIX, names))
-    for name, spec in known.items():
-        env_value = environ.get(f"{_ENV_PREFIX}{name.upper()}")
-        if env_value is not None:
-            values[name] = _coerce(name, spec.type, env_value)
-    for key, value in overrides.items():
-        if key == "site":
-            site = dict(value)
-            continue
-        if key not in known:
-            raise ConfigurationError(f"unknown setting '{key}'")
-        values[key] = _coerce(key, known[key].type, value)
-    settings = replace(Settings(), **values, site=site)
+        site = read_site_file(Path(config_file))
+    settings = read_settings(
+        Settings(),
+        _PARSERS,
+        prefix=_ENV_PREFIX,
+        environ=environ,
+        table=site.get("service", {}),
+        table_name="service",
+        overrides=overrides,
+        elsewhere=OTHER_READERS,
+        also_known=PROCESS_VARIABLES,
+    )
+    settings = replace(settings, site=site)
     if settings.scope_policy not in SCOPE_POLICIES:
         raise ConfigurationError(f"scope_policy must be one of {', '.join(SCOPE_POLICIES)}")
     if settings.fhir_deadline_seconds <= 0:
@@ -178,6 +132,17 @@ def load_settings(
         raise ConfigurationError("auth_mode must be 'jwt' or 'off'")
     _check_trust_boundaries(settings)
     return settings
+
+
+def read_site_file(path: Path) -> dict[str, Any]:
+    """The site file (TOML): every app's table of settings and the mapping tables."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigurationError(f"cannot read configuration {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"configuration {path} is not valid TOML: {error}") from None
 
 
 def _check_trust_boundaries(settings: Settings) -> None:

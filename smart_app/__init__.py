@@ -26,11 +26,16 @@ log = logging.getLogger("ichis.smart")
 
 
 def install_smart_app(
-    app: Flask, settings: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    app: Flask,
+    settings: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    table: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve the SMART app under ``/smart`` on the CDS service's ``app``.
 
-    ``settings`` override ``ICHIS_SMART_*`` variables from ``environ`` (default ``os.environ``).
+    ``table`` is the site file's ``[smart]`` table; ``ICHIS_SMART_*`` variables from ``environ``
+    (default ``os.environ``) override it, and ``settings`` (tests) override both.
     The service's runtime gives the site's mapping configuration, ``data_dir``, the public base
     URL and the ``allow_http_fhir`` development switch. A ConfigurationError stops the start.
     """
@@ -38,7 +43,7 @@ def install_smart_app(
     if service is None:
         raise ConfigurationError("install_smart_app needs the app built by cds_service.create_app")
     allow_http = bool(service.settings.allow_http_fhir)
-    smart = load_smart_settings(settings, environ, allow_http=allow_http)
+    smart = load_smart_settings(settings, environ, allow_http=allow_http, table=table)
     data_dir = Path(service.settings.data_dir)
     secret = session_secret(smart.session_secret, data_dir)
     shared: requests.Session | None = app.extensions.get("ichis.http")

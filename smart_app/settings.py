@@ -1,5 +1,7 @@
-"""The SMART app's settings: defaults, then ``ICHIS_SMART_<NAME>`` environment variables, then the
-dict given to ``install_smart_app``. Each setting is documented in docs/smart.md.
+"""The SMART app's settings: defaults, then the site file's ``[smart]`` table, then
+``ICHIS_SMART_<NAME>`` environment variables, then the dict given to ``install_smart_app`` (tests),
+read by the project's one settings reader (``plumbing.settings``). Each setting is documented in
+docs/smart.md.
 
 Lists (``trusted_iss``, ``frame_ancestors``) are written comma- or space-separated, or as a JSON
 list, in the environment.
@@ -15,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fhir_mappings.config import ConfigurationError
+from plumbing.settings import read_settings
 
 ENV_PREFIX = "ICHIS_SMART_"
 
@@ -159,23 +162,25 @@ def load_smart_settings(
     environ: Mapping[str, str] | None = None,
     *,
     allow_http: bool = False,
+    table: Mapping[str, Any] | None = None,
 ) -> SmartSettings:
-    """Defaults, then ``ICHIS_SMART_*`` variables, then ``overrides``; unknown names are an error.
+    """Defaults, then ``table`` (the site file's ``[smart]``), then ``ICHIS_SMART_*`` variables,
+    then ``overrides``; unknown names are an error.
 
     ``allow_http`` is the service's development switch (``allow_http_fhir``): without it every
     trusted FHIR server must be https.
     """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, parse in _PARSERS.items():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            values[name] = parse(name, env[key])
-    for name, value in (overrides or {}).items():
-        if name not in _PARSERS:
-            raise ConfigurationError(f"unknown smart setting {name!r}; known: {', '.join(sorted(_PARSERS))}")
-        values[name] = _PARSERS[name](name, value)
-    settings = replace(SmartSettings(), **values)
+    settings = read_settings(
+        SmartSettings(),
+        _PARSERS,
+        prefix=ENV_PREFIX,
+        environ=os.environ if environ is None else environ,
+        table=table,
+        table_name="smart",
+        overrides=overrides,
+        # ICHIS_SMART_LAUNCH_URL is the service's smart_launch_url (where the card links).
+        also_known=("launch_url",),
+    )
     if not settings.client_id:
         raise ConfigurationError("smart setting client_id: must not be empty")
     if not settings.cookie_name or not settings.cookie_name.replace("_", "").replace("-", "").isalnum():

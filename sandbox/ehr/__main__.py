@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
+from fhir_mappings.config import ConfigurationError
 from sandbox.ehr import create_ehr_app
-from sandbox.ehr.errors import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         app = create_ehr_app(overrides)
-    except SettingsError as error:
-        print(f"sandbox EHR: {error.detail}", file=sys.stderr)  # noqa: T201 - a command's error line
+    except ConfigurationError as error:
+        print(f"sandbox EHR: {error}", file=sys.stderr)  # noqa: T201 - a command's error line
         return 4
 
     import waitress  # type: ignore[import-untyped]  # noqa: PLC0415 - only the command needs a server

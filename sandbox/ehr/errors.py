@@ -14,6 +14,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from fhir_mappings.config import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +32,9 @@ class SandboxError(Exception):
             self.status_code = status_code
 
 
-class SettingsError(SandboxError):
-    """A setting is missing or malformed; raised at start-up, before any request."""
+class SettingsError(SandboxError, ConfigurationError):
+    """A setting is missing or malformed; raised at start-up, before any request. It is the
+    project's ConfigurationError, which the settings reader raises for an unknown name."""
 
     code = "invalid"
 

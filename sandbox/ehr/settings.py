@@ -1,4 +1,5 @@
-"""The sandbox EHR's settings: defaults, then ``ICHIS_SANDBOX_*`` environment variables, then a dict.
+"""The sandbox EHR's settings: defaults, then ``ICHIS_SANDBOX_*`` environment variables, then a dict,
+read by the project's one settings reader (``plumbing.settings``: unknown names stop the start).
 
 Every setting has one name. In the dict given to ``create_ehr_app`` it is written in lower case
 (``public_base_url``); in the environment in upper case after the prefix
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from plumbing.settings import read_values
 from sandbox.ehr.errors import SettingsError
 
 ENV_PREFIX = "ICHIS_SANDBOX_"
@@ -256,15 +258,12 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Defaults, then the environment, then ``overrides``; unknown names are an error."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, parse in _PARSERS.items():
-        if (key := ENV_PREFIX + name.upper()) in env:
-            values[name] = parse(name, env[key])
-    for name, value in (overrides or {}).items():
-        if name not in _PARSERS:
-            raise SettingsError(f"unknown setting {name!r}; known: {', '.join(sorted(_PARSERS))}")
-        values[name] = _PARSERS[name](name, value)
+    values = read_values(
+        _PARSERS,
+        prefix=ENV_PREFIX,
+        environ=os.environ if environ is None else environ,
+        overrides=overrides,
+    )
 
     if values.get("code_ttl", 60) > 60:
         # SMART App Launch 2.2: codes are short-lived, "usually expiring within around one minute".

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.ehr.errors import SettingsError
+from fhir_mappings.config import ConfigurationError
 from sandbox.ehr.settings import load_settings
 
 
@@ -76,5 +76,10 @@ def test_clients_come_from_the_data_dir_registry_and_the_setting(tmp_path: Path)
 )
 def test_a_bad_setting_stops_the_start_with_a_reason(overrides: dict[str, object], reason: str) -> None:
     """Typos and impossible values are refused at start-up, saying which setting and why."""
-    with pytest.raises(SettingsError, match=reason):
+    with pytest.raises(ConfigurationError, match=reason):
         load_settings(overrides, environ={})
+
+
+def test_an_unknown_sandbox_variable_stops_the_start_with_the_closest_name() -> None:
+    with pytest.raises(ConfigurationError, match="ICHIS_SANDBOX_CODE_TL"):
+        load_settings({}, environ={"ICHIS_SANDBOX_CODE_TL": "30"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +60,7 @@ def test_a_json_list_is_accepted_in_the_environment() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"no_such_setting": 1}, "unknown smart setting"),
+        ({"no_such_setting": 1}, "unknown setting 'no_such_setting'"),
         ({"cookie_samesite": "sometimes"}, "cookie_samesite"),
         ({"cookie_samesite": "None", "cookie_secure": False}, "must be Secure"),
         ({"cookie_name": "ichis_sandbox_ehr"}, "sandbox EHR uses that name"),
@@ -113,3 +115,47 @@ def test_a_launch_asks_for_the_refresh_scope_the_site_chose(
     launch asks launch/patient instead of launch."""
     settings = load_smart_settings(overrides, environ={})
     assert launch_scopes(settings, standalone=standalone) == expected
+
+
+def test_an_unknown_smart_variable_stops_the_start_with_the_closest_name() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("ICHIS_SMART_CLIENT_SECRT (did you mean ICHIS_SMART_CLIENT_SECRET?)"),
+    ):
+        load_smart_settings(environ={"ICHIS_SMART_CLIENT_SECRT": "x"})
+
+
+def test_the_services_launch_url_variable_is_left_to_the_service() -> None:
+    """ICHIS_SMART_LAUNCH_URL is the service's smart_launch_url, not an unknown SMART setting."""
+    assert load_smart_settings(environ={"ICHIS_SMART_LAUNCH_URL": "/smart/launch"}).client_id == "ichis-smart"
+
+
+@pytest.mark.parametrize("app", ["service", "smart"])
+def test_for_every_app_the_environment_beats_the_site_file_and_the_tests_overrides_beat_both(
+    app: str, tmp_path: Path
+) -> None:
+    """The one order, for each reader: defaults, the site file, ICHIS_* variables, overrides."""
+    from cds_service import close_app, create_app
+
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[service]\nsource_url = "https://file.example/about"\nscope_policy = "suppress"\n'
+        '[smart]\ncookie_name = "from_file"\ntrend_days = 30\n'
+    )
+    environ = {
+        "ICHIS_CONFIG_FILE": str(site),
+        "ICHIS_AUTH_MODE": "off",
+        "ICHIS_DATA_DIR": str(tmp_path / "var"),
+        "ICHIS_SOURCE_URL": "https://env.example/about",
+        "ICHIS_SMART_COOKIE_NAME": "from_env",
+    }
+    built = create_app({"scope_policy": "caveat"}, environ=environ, smart={"trend_days": 90})
+    try:
+        service = built.extensions["ichis.runtime"].settings
+        smart = built.extensions["ichis.smart"].settings
+        if app == "service":
+            assert (service.source_url, service.scope_policy) == ("https://env.example/about", "caveat")
+        else:
+            assert (smart.cookie_name, smart.trend_days) == ("from_env", 90)
+    finally:
+        close_app(built)
