@@ -26,6 +26,7 @@ import binascii
 import json
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -36,12 +37,18 @@ from typing import Any, Protocol
 
 import jwt
 import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cds_service.sqlite import Connections
 from fhir_mappings.outbound import Destinations, UnsafeDestination
 
 log = logging.getLogger("ichis.auth")
 
+#: Longest token read at all (a JWT of ours is about 400 characters; 1 MB tokens were sent).
+_MAX_TOKEN = 16_384
 #: Asymmetric JWS algorithms we accept (RFC 7518); the spec recommends ES384 and RS384.
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 
@@ -319,18 +326,9 @@ class Authenticator:
         if key.algorithm_name is not None and key.algorithm_name != alg and key.key_type in ("EC",):
             # An EC key fixes its curve, hence its algorithm: P-384 signs ES384 only.
             raise AuthenticationFailed(f"algorithm {alg} does not match the key {header.get('kid')!r}")
-        try:
-            verified = jwt.decode(
-                token,
-                key.key,
-                algorithms=[alg],
-                audience=audience,
-                issuer=issuer.iss,
-                leeway=self.clock_skew_seconds,
-                options={"require": ["exp", "iat", "jti", "iss", "aud"]},
-            )
-        except jwt.exceptions.InvalidTokenError as error:
-            raise AuthenticationFailed(f"JWT rejected: {type(error).__name__}: {error}") from None
+        _verify_signature(token, key, alg)
+        _check_claims(claims, issuer.iss, audience, self.clock(), self.clock_skew_seconds)
+        verified = claims
         now = self.clock()
         iat, exp = verified["iat"], verified["exp"]
         if iat > now + self.clock_skew_seconds:
@@ -349,6 +347,70 @@ class Authenticator:
         return Caller(issuer.iss, jti, tenant if isinstance(tenant, str) else None, str(header["kid"]))
 
 
+#: JWS ``alg`` -> hash, and for ES* the curve the key must be on (RFC 7518 section 3).
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "256": hashes.SHA256(),
+    "384": hashes.SHA384(),
+    "512": hashes.SHA512(),
+}
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+#: A compact JWS: three base64url segments (RFC 7515 section 7.1), nothing else.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _verify_signature(token: str, key: jwt.PyJWK, alg: str) -> None:
+    """Check the JWS signature with the key object directly (RFC 7515, RFC 7518 section 3).
+
+    PyJWT would decode the token again and re-check the header; the header and claims were
+    decoded once already, and the checks it would make are made here and in ``_check_claims``.
+    """
+    signing_input, _, encoded = token.rpartition(".")
+    signature = _b64url(encoded)
+    digest = _HASHES[alg[2:]]
+    public = key.key
+    try:
+        if alg.startswith("ES"):
+            if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != _CURVES[alg]:
+                raise AuthenticationFailed(f"algorithm {alg} does not match the key's type or curve")
+            size = (public.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                raise AuthenticationFailed("the ECDSA signature has the wrong length")
+            r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+            public.verify(encode_dss_signature(r, s), signing_input.encode(), ec.ECDSA(digest))
+        else:
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise AuthenticationFailed(f"algorithm {alg} needs an RSA key")
+            pad: padding.AsymmetricPadding = (
+                padding.PKCS1v15()
+                if alg.startswith("RS")
+                else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+            )
+            public.verify(signature, signing_input.encode(), pad, digest)
+    except InvalidSignature:
+        raise AuthenticationFailed("JWT rejected: the signature does not verify") from None
+
+
+def _check_claims(claims: Mapping[str, Any], iss: str, audience: str, now: float, leeway: float) -> None:
+    """The registered claims PyJWT checks (RFC 7519 section 4.1), with the same leeway rules."""
+    for name in ("exp", "iat", "jti", "iss", "aud"):
+        if name not in claims:
+            raise AuthenticationFailed(f"JWT rejected: the {name} claim is missing")
+    if claims["iss"] != iss:
+        raise AuthenticationFailed("JWT rejected: iss does not match")
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else None
+    if audiences is None or not all(isinstance(a, str) for a in audiences) or audience not in audiences:
+        raise AuthenticationFailed("JWT rejected: InvalidAudienceError: the audience is not this service")
+    if claims["exp"] <= now - leeway:
+        raise AuthenticationFailed("JWT rejected: the token has expired")
+    if "nbf" in claims and claims["nbf"] > now + leeway:
+        raise AuthenticationFailed("JWT rejected: the token is not yet valid (nbf)")
+
+
 def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
     """``exp``, ``iat`` and ``nbf`` are NumericDate values: JSON numbers (RFC 7519 section 2).
     PyJWT would read ``"exp": "9999999999"`` as a number; a string is refused here first."""
@@ -363,9 +425,9 @@ def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
 def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims before verification, only to choose the issuer and key. Decoded once
     here with the C base64 and json modules; the signature check then decodes the token again."""
-    parts = token.split(".")
-    if len(parts) != 3:
+    if len(token) > _MAX_TOKEN or not _COMPACT.fullmatch(token):
         raise AuthenticationFailed("malformed JWT")
+    parts = token.split(".")
     try:
         header, claims = (
             json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2]
@@ -374,6 +436,10 @@ def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise AuthenticationFailed("malformed JWT") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise AuthenticationFailed("malformed JWT")
+    # No JWS extension is supported: a critical one we do not understand must be refused (RFC
+    # 7515 section 4.1.11), and an unencoded payload (RFC 7797 "b64") is never accepted.
+    if "crit" in header or "b64" in header:
+        raise AuthenticationFailed("the JWT uses a JWS extension (crit, b64) this service does not support")
     return header, claims
 
 

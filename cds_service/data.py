@@ -42,12 +42,19 @@ class ResolvedData:
     fetched: list[str] = field(default_factory=list)
     #: The relative queries the service itself ran, by key (recorded in the audit trail).
     queries: dict[str, str] = field(default_factory=dict)
+    #: Each key's entries, read once (when the value was checked).
+    _entries: dict[str, list[tuple[Resource, str | None]]] = field(default_factory=dict)
+
+    def keep(self, key: str, value: Mapping[str, Any]) -> None:
+        """Take ``value`` for ``key``; a malformed Bundle raises ``FhirInputError`` here."""
+        self._entries[key] = list(resource_entries(value))
+        self.values[key] = value
 
     def entries(self, key: str) -> list[tuple[Resource, str | None]]:
-        value = self.values.get(key)
-        if value is None:
-            return []
-        return list(resource_entries(value))
+        if key not in self._entries:
+            value = self.values.get(key)
+            self._entries[key] = [] if value is None else list(resource_entries(value))
+        return self._entries[key]
 
 
 def fill_template(template: str, request: HookRequest) -> str:
@@ -100,14 +107,17 @@ def resolve(
                 # The client could not gather this key (or only part of it): fetch it ourselves.
                 to_fetch[key] = fill_template(template, request)
             elif isinstance(value, Mapping) and isinstance(value.get("resourceType"), str):
-                try:
-                    list(resource_entries(value))  # a malformed Bundle is the client's error: 400
-                except FhirInputError as error:
-                    raise BadRequest(f"prefetch.{key}: {error}", expression=[f"prefetch.{key}"]) from None
                 if value.get("resourceType") == "Bundle" and next_link(value) is not None:
+                    try:
+                        list(resource_entries(value))  # a malformed Bundle is the client's error: 400
+                    except FhirInputError as error:
+                        raise BadRequest(f"prefetch.{key}: {error}", expression=[f"prefetch.{key}"]) from None
                     continue_paging[key] = value  # the client paginated: fetch the rest
                 else:
-                    resolved.values[key] = value
+                    try:
+                        resolved.keep(key, value)  # a malformed Bundle is the client's error: 400
+                    except FhirInputError as error:
+                        raise BadRequest(f"prefetch.{key}: {error}", expression=[f"prefetch.{key}"]) from None
                     resolved.prefetched.append(key)
                     PREFETCH_KEYS.labels(key, "prefetch").inc()
             else:
@@ -142,8 +152,8 @@ def resolve(
         failures: list[str] = []
         for key, job in jobs.items():
             try:
-                resolved.values[key] = value = job.result()
-                list(resource_entries(value))
+                value = job.result()
+                resolved.keep(key, value)
                 if (error_text := reported_error(value)) is not None:
                     failures.append(f"{key}: the FHIR server reported an error in the results ({error_text})")
                     continue

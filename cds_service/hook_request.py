@@ -6,15 +6,16 @@ type-checked and a wrong one is a 400 naming the field.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from cds_service.errors import BadRequest
-from fhir_mappings.bundles import FhirInputError, bundle_entries
+from fhir_mappings.bundles import FhirInputError, JsonTextError, bundle_entries, loads
 from fhir_mappings.observations import Resource
 
 ORDER_HOOKS = ("order-select", "order-sign")
@@ -54,7 +55,8 @@ def _required(obj: Mapping[str, Any], key: str, where: str = "") -> str:
 
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = frozenset(b"[{")
+#: A pair of brackets with nothing but brackets removed between them: the innermost level.
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 
 
 def _depth(body: bytes) -> int:
@@ -62,18 +64,15 @@ def _depth(body: bytes) -> int:
 
     Escaped backslashes and escaped quotes are removed first; every quote left then delimits a
     string, so the even pieces of a split on quotes are the text outside strings, where brackets
-    count. All of it runs in C, which matters on every request.
+    count. Each pass then removes the innermost pairs. All of it runs in C.
     """
     outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
     brackets = outside.translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in _OPENERS:
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    depth = 0
+    while brackets:
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+        depth += 1
+    return depth
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -81,46 +80,120 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
+def _refusal(error: Exception, body: bytes) -> BadRequest:
+    """The 400 for a body that is not JSON we read, saying why in the client's terms."""
+    if isinstance(error, RecursionError):
+        return BadRequest("the request body is nested too deeply")
+    text = str(error)
+    if "UTF-8" in text or "utf-8" in text:
+        return BadRequest("the request body is not UTF-8 (RFC 8259: JSON is exchanged in UTF-8)")
+    if _SURROGATE_ESCAPE.search(body) and ("surrogate" in text or "truncated" in text):
+        return BadRequest("the request body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    if "too large" in text or "out of range" in text:
+        return BadRequest("the request body holds a number with too many digits")
+    return BadRequest(f"the request body is not valid JSON: {text}")
+
+
 def parse_json_body(body: bytes, max_depth: int = 64) -> Any:
     """The request body as JSON, decimals exact; a 400 saying why when it is not usable JSON.
 
     RFC 8259: JSON between systems is UTF-8 (a leading byte-order mark is ignored); UTF-16 and
-    UTF-32 bodies, invalid UTF-8, lone surrogate escapes, numbers beyond Python's integer limit
+    UTF-32 bodies, invalid UTF-8, lone surrogate escapes, NaN, numbers beyond what Python reads
     and nesting deeper than ``max_depth`` are refused here, so nothing downstream (card uuids, the
     audit spool, the response encoder) ever meets a string it cannot encode.
     """
-    if body.startswith(_UTF8_BOM):
-        body = body[len(_UTF8_BOM) :]
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the request body is not UTF-8 (RFC 8259: JSON is exchanged in UTF-8)") from None
-    try:
-        document = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as error:
-        raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno}") from None
-    except RecursionError:
-        raise BadRequest("the request body is nested too deeply") from None
-    except ValueError:
-        # int() refuses literals of more than 4,300 digits (CVE-2020-10735 limit).
-        raise BadRequest("the request body holds a number with too many digits") from None
+        document = loads(body)
+    except (JsonTextError, RecursionError) as error:
+        raise _refusal(error, body) from None
     if _depth(body) > max_depth:
         raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
-    if _SURROGATE_ESCAPE.search(body) and not _encodable(document):
-        raise BadRequest("the request body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
     return document
 
 
-def _encodable(document: Any) -> bool:
-    """Whether every string in the document is text (a paired surrogate escape is; a lone one is not)."""
+class _Envelope(msgspec.Struct):
+    """The fields of a hook request the service reads; the prefetch is kept as raw JSON text."""
+
+    hook: Any = None
+    # The CDS Hooks field names (N815 is not selected: mixedCase is the spec's spelling here).
+    hookInstance: Any = None
+    context: Any = None
+    fhirServer: Any = None
+    fhirAuthorization: Any = None
+    prefetch: msgspec.Raw = msgspec.Raw(b"")
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope, float_hook=Decimal)
+
+
+class Prefetch(Mapping[str, Any]):
+    """The request's prefetch object, decoded on first use.
+
+    Most order calls are for drugs that are no checkpoint inhibitor: their prefetch (tens of KB
+    of Observations) is never read, so it is checked as JSON with the rest of the body but only
+    turned into objects, with exact decimals and the depth limit, when a card needs it.
+    """
+
+    def __init__(self, raw: bytes, max_depth: int) -> None:
+        self._raw = raw
+        self._max_depth = max_depth
+        self._value: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._value is None:
+            # The prefetch object sits one level below the body's own.
+            if _depth(self._raw) + 1 > self._max_depth:
+                raise BadRequest(f"the request body is nested deeper than {self._max_depth} levels")
+            try:
+                value = loads(self._raw) if self._raw else None
+            except (JsonTextError, RecursionError) as error:
+                raise _refusal(error, self._raw) from None
+            self._value = value if isinstance(value, dict) else {}
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._decoded()
+
+
+def parse_hook_body(body: bytes, max_depth: int = 64) -> HookRequest:
+    """A hook request from the raw body: every field but the prefetch decoded and checked now."""
     try:
-        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        envelope = _ENVELOPE.decode(body.removeprefix(_UTF8_BOM))
+    except msgspec.ValidationError as error:
+        if "Expected `object`" in str(error) and "$." not in str(error):
+            raise BadRequest("the request body must be a JSON object") from None
+        raise _refusal(JsonTextError(str(error)), body) from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise _refusal(error, body) from None
+    raw = bytes(envelope.prefetch)
+    if raw and raw[:1] not in (b"{", b"n"):  # msgspec hands the value's text without white space
+        raise BadRequest("prefetch must be an object", expression=["prefetch"])
+    # The depth limit holds for the whole body; the prefetch's share is counted when it is read.
+    at = body.find(raw) if raw else -1
+    rest = body[:at] + body[at + len(raw) :] if at >= 0 else body
+    if _depth(rest) > max_depth:
+        raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
+    document = {
+        "hook": envelope.hook,
+        "hookInstance": envelope.hookInstance,
+        "context": envelope.context,
+        "fhirServer": envelope.fhirServer,
+        "fhirAuthorization": envelope.fhirAuthorization,
+    }
+    return parse_hook_request(document, Prefetch(b"" if raw == b"null" else raw, max_depth))
 
 
-def parse_hook_request(document: Any) -> HookRequest:
+def parse_hook_request(document: Any, prefetch: Mapping[str, Any] | None = None) -> HookRequest:
+    """A hook request from decoded JSON; ``prefetch`` (lazily decoded) replaces the document's."""
     if not isinstance(document, Mapping):
         raise BadRequest("the request body must be a JSON object")
     hook = _required(document, "hook")
@@ -163,7 +236,8 @@ def parse_hook_request(document: Any) -> HookRequest:
         scope = _optional(auth, "scope", "fhirAuthorization.")
         if fhir_server is None:
             raise BadRequest("fhirAuthorization was sent without fhirServer", expression=["fhirServer"])
-    prefetch = document.get("prefetch", {})
+    if prefetch is None:
+        prefetch = document.get("prefetch", {})
     if prefetch is None:
         prefetch = {}
     if not isinstance(prefetch, Mapping):

@@ -20,6 +20,7 @@ a subject, ...) pass unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class Verdict(Enum):
     UNTIED = "untied"  # no subject, a subject that does not resolve, or one that is not a Patient
 
 
+@functools.lru_cache(maxsize=256)
 def _server_key(base: str) -> tuple[str, int | None, str] | None:
     """A FHIR base as (host, port, path), so that case, default ports, a trailing slash and the
     scheme do not make one server two."""
@@ -133,7 +135,7 @@ class SubjectRule:
 
     def reference(self, reference: Any) -> Verdict:
         """The verdict on one Reference (the JSON object)."""
-        if not isinstance(reference, Mapping):
+        if not isinstance(reference, dict):  # decoded JSON: a dict (an ABC check costs more)
             return Verdict.UNTIED
         kind = reference.get("type")
         if isinstance(kind, str) and kind != "Patient" and not kind.endswith("/Patient"):
@@ -226,7 +228,7 @@ def for_patient(
     foreign: list[str] = []
     untied: list[str] = []
     for resource, full_url in entries:
-        judged = isinstance(resource, Mapping) and (kinds is None or resource.get("resourceType") in kinds)
+        judged = isinstance(resource, dict) and (kinds is None or resource.get("resourceType") in kinds)
         verdict = rule.resource(resource) if judged else None
         if verdict is None or verdict is Verdict.OWN:
             kept.append((resource, full_url))
@@ -241,7 +243,7 @@ def _patient_urls(entries: Iterable[tuple[Resource, str | None]]) -> dict[str, s
     """fullUrl of each Patient sent -> its id, or the fullUrl itself for one sent without an id."""
     found: dict[str, str] = {}
     for resource, full_url in entries:
-        if full_url and isinstance(resource, Mapping) and resource.get("resourceType") == "Patient":
+        if full_url and isinstance(resource, dict) and resource.get("resourceType") == "Patient":
             rid = resource.get("id")
             found[full_url] = rid if isinstance(rid, str) and rid else full_url
     return found

@@ -153,7 +153,28 @@ NEGATIVE = {
     "aud of this path on http": lambda: token(aud="http://cds.example/cds-services/ichis-prognosis"),
     "aud as a list without this service": lambda: token(aud=["https://other.example/cds-services/x"]),
     "Basic instead of Bearer": lambda: "Basic " + token(),
+    "a critical extension": lambda: token(headers={"crit": ["exp-x"], "exp-x": 1}),
+    "an unencoded payload (b64)": lambda: token(headers={"b64": False, "crit": ["b64"]}),
+    "padding in a segment": lambda: token() + "=",
+    "a character outside base64url": lambda: token().replace(".", ".!", 1),
+    "an ES384 token under an RSA key id": lambda: token(kid="rsa-1"),
+    "RS384 signature claimed as PS384": lambda: _relabelled(
+        token(key=RSA_KEY, alg="RS384", kid="rsa-1"), "PS384"
+    ),
+    "iss of a trusted issuer under another's key": lambda: token(iss="https://other-ehr.example"),
+    "aud as a number": lambda: token(aud=5),
 }
+
+
+def _relabelled(signed: str, alg: str) -> str:
+    """The token with another alg in its header and the original signature."""
+    import base64
+
+    header, payload, signature = signed.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    decoded["alg"] = alg
+    encoded = base64.urlsafe_b64encode(json.dumps(decoded).encode()).rstrip(b"=").decode()
+    return f"{encoded}.{payload}.{signature}"
 
 
 @pytest.mark.parametrize("case", list(NEGATIVE))
@@ -170,8 +191,16 @@ def test_a_replayed_jti_is_refused(secured: FlaskClient) -> None:
     assert call(secured, once).status_code == 401
 
 
-@pytest.mark.parametrize(("key", "alg", "kid"), [(EC_KEY, "ES384", "ec-1"), (RSA_KEY, "RS384", "rsa-1")])
-def test_valid_es384_and_rs384_tokens_are_accepted(
+@pytest.mark.parametrize(
+    ("key", "alg", "kid"),
+    [
+        (EC_KEY, "ES384", "ec-1"),
+        (RSA_KEY, "RS384", "rsa-1"),
+        (RSA_KEY, "PS384", "rsa-1"),
+        (RSA_KEY, "RS256", "rsa-1"),
+    ],
+)
+def test_valid_es384_rs384_and_ps384_tokens_are_accepted(
     secured: FlaskClient, key: Any, alg: str, kid: str
 ) -> None:
     response = call(secured, token(key=key, alg=alg, kid=kid))
