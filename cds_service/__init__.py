@@ -17,10 +17,11 @@ from cds_service.errors import install_error_handlers
 from cds_service.logs import install_request_logging
 from cds_service.ops import blueprint as ops_blueprint
 from cds_service.ops import install_request_timing, metrics_registry
-from cds_service.security import install_security
+from cds_service.security import build_client_authenticator, install_security
 from cds_service.settings import audit_destinations, build_runtime, load_settings
 from cds_service.store import Store
 from cds_service.views import blueprint
+from cds_service.wiring import Service, attach, service_of
 from fhir_mappings.config import ConfigurationError
 from fhir_mappings.outbound import outbound_session
 from smart_app import install_smart_app
@@ -43,13 +44,9 @@ def create_app(
     runtime = build_runtime(settings)
     app = Flask("cds_service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["ichis.runtime"] = runtime
-    app.extensions["ichis.clock"] = clock
-    app.extensions["ichis.store"] = Store(settings.data_dir / "cds.sqlite")
     # One connection pool for FHIR call-backs and key sets, reused across requests of this
     # worker; it never follows a redirect (fhir_mappings.outbound).
     session = outbound_session()
-    app.extensions["ichis.http"] = session
     spool = AuditSpool(settings.data_dir / "audit.sqlite")
     repository = settings.audit_fhir_url if settings.audit_fhir_url not in ("", "ehr") else None
     deliverer = AuditDeliverer(
@@ -61,27 +58,46 @@ def create_app(
         retry_max_seconds=settings.audit_retry_max_seconds,
         poll_seconds=settings.audit_poll_seconds,
     )
-    app.extensions["ichis.audit.spool"] = spool
-    app.extensions["ichis.audit.deliverer"] = deliverer
-    app.extensions["ichis.metrics"] = metrics_registry(spool)
-    install_request_logging(app)
-    install_request_timing(app)
     try:
-        install_security(app, runtime, session)
+        authenticator = build_client_authenticator(runtime, session)
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
+    service = Service(
+        runtime=runtime,
+        clock=clock,
+        store=Store(settings.data_dir / "cds.sqlite"),
+        http=session,
+        spool=spool,
+        deliverer=deliverer,
+        metrics=metrics_registry(spool),
+        authenticator=authenticator,
+    )
+    attach(app, service)
+    install_request_logging(app)
+    install_request_timing(app)
+    install_security(app, service)
     app.register_blueprint(blueprint)
     app.register_blueprint(ops_blueprint)
     install_auditing(app, settings, spool, deliverer, clock)
     install_error_handlers(app)
     # The SMART app shares this WSGI app under /smart/ (paths keep the two apart). Its settings
     # come in the same order as the service's: the site file, then ICHIS_SMART_*, then tests'.
-    install_smart_app(app, smart, environ=environ, table=settings.site.get("smart"))
+    install_smart_app(
+        app,
+        smart,
+        environ=environ,
+        service=runtime,
+        http=session,
+        clock=clock,
+        spool=spool,
+        table=settings.site.get("smart"),
+    )
     return app
 
 
 def close_app(app: Flask) -> None:
     """Stop the audit deliverer and close connection pools (tests, and worker exit)."""
-    app.extensions["ichis.audit.deliverer"].stop()
-    app.extensions["ichis.audit.deliverer"].session.close()
-    app.extensions["ichis.http"].close()
+    service = service_of(app)
+    service.deliverer.stop()
+    service.deliverer.session.close()
+    service.http.close()

@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from cds_service.audit import AuditSpool
-from cds_service.auth import AuthenticationFailed, Authenticator
+from cds_service.auth import AuthenticationFailed
 from cds_service.errors import outcome_response
 from cds_service.metrics import (
     AUTH_FAILURES,
@@ -38,7 +38,7 @@ from cds_service.metrics import (
     PREFETCH_KEYS,
     record_hook,
 )
-from cds_service.settings import Runtime
+from cds_service.wiring import current
 
 blueprint = Blueprint("ops", __name__)
 
@@ -74,9 +74,8 @@ def healthz() -> Response:
 
 
 def _readiness() -> tuple[list[str], list[str]]:
-    runtime: Runtime = current_app.extensions["ichis.runtime"]
-    spool: AuditSpool = current_app.extensions["ichis.audit.spool"]
-    authenticator: Authenticator | None = current_app.extensions.get("ichis.authenticator")
+    service = current()
+    runtime, spool, authenticator = service.runtime, service.spool, service.authenticator
     ok: list[str] = []
     failing: list[str] = []
     audit_url = runtime.settings.audit_fhir_url
@@ -120,16 +119,14 @@ def readyz() -> Response:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    runtime: Runtime = current_app.extensions["ichis.runtime"]
-    expected = runtime.settings.metrics_token
+    expected = current().runtime.settings.metrics_token
     if expected:
         scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
             response = outcome_response(401, "GET /metrics needs the metrics token.", "login")
             response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    registry: CollectorRegistry = current_app.extensions["ichis.metrics"]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(current().metrics), mimetype=CONTENT_TYPE_LATEST)
 
 
 def metrics_registry(spool: AuditSpool) -> CollectorRegistry:

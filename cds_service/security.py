@@ -21,6 +21,7 @@ from cds_service.auth import (
 )
 from cds_service.errors import BadRequest, outcome_response
 from cds_service.settings import Runtime, Settings, fhir_destinations, jwks_destinations
+from cds_service.wiring import Service
 from fhir_mappings.outbound import UnsafeDestination
 
 log = logging.getLogger("ichis.auth")
@@ -53,27 +54,31 @@ def audience_for_request(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/") + request.path
 
 
-def install_security(app: Flask, runtime: Runtime, session: requests.Session) -> None:
+def build_client_authenticator(runtime: Runtime, session: requests.Session) -> Authenticator | None:
+    """The JWT authenticator of the settings, or None (with a loud warning) when auth is off."""
     settings = runtime.settings
-    authenticator: Authenticator | None = None
     if settings.auth_mode == "off":
         log.warning(
             "AUTHENTICATION IS OFF (auth_mode=off): any caller can request cards. "
             "Development only: never run this way with real patient data."
         )
-    else:
-        if not runtime.issuers:
-            log.warning("no trusted issuers are configured: every hook call will be refused (401)")
-        authenticator = build_authenticator(
-            runtime.issuers,
-            session=session,
-            replay=replay_cache(settings),
-            clock_skew_seconds=settings.clock_skew_seconds,
-            jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
-            max_lifetime_seconds=settings.max_token_lifetime_seconds,
-            key_set_destinations=jwks_destinations(settings),
-        )
-    app.extensions["ichis.authenticator"] = authenticator
+        return None
+    if not runtime.issuers:
+        log.warning("no trusted issuers are configured: every hook call will be refused (401)")
+    return build_authenticator(
+        runtime.issuers,
+        session=session,
+        replay=replay_cache(settings),
+        clock_skew_seconds=settings.clock_skew_seconds,
+        jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        max_lifetime_seconds=settings.max_token_lifetime_seconds,
+        key_set_destinations=jwks_destinations(settings),
+    )
+
+
+def install_security(app: Flask, service: Service) -> None:
+    settings = service.runtime.settings
+    authenticator = service.authenticator
 
     @app.before_request
     def _authenticate() -> Response | None:

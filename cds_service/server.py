@@ -11,6 +11,7 @@ from gunicorn.app.base import BaseApplication
 
 from cds_service import close_app, create_app
 from cds_service.logs import configure_logging
+from cds_service.wiring import service_of
 
 #: Gunicorn's access line without the query string and the referrer: both can carry an OAuth
 #: ``code``, ``state`` or ``launch`` (the SMART callback), which must never reach a log.
@@ -38,7 +39,7 @@ class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class 
 def _post_worker_init(worker: Any) -> None:
     """Start audit delivery in each worker at once: a restarted service delivers what its spool
     holds even before the first request arrives."""
-    worker.wsgi.extensions["ichis.audit.deliverer"].ensure_running()
+    service_of(worker.wsgi).deliverer.ensure_running()
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-import requests
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from cds_service.auditing import note
 from cds_service.cards import CardContext, build_card
 from cds_service.data import resolve
 from cds_service.declarations import BY_ID
 from cds_service.errors import BadRequest, UnknownService, UnsupportedMediaType
-from cds_service.hook_request import ORDER_HOOKS, parse_hook_request, parse_json_body
+from cds_service.hook_request import ORDER_HOOKS, parse_hook_body, parse_json_body
 from cds_service.settings import Runtime
-from cds_service.store import FeedbackItem, Store
+from cds_service.store import FeedbackItem
+from cds_service.wiring import current
 from fhir_mappings.assessment import Assessment, assess
 from fhir_mappings.medications import ORDER_TYPES, find_checkpoint_orders
 from fhir_mappings.scope import Scope, assess_scope
@@ -31,19 +31,22 @@ JSON = "application/json"
 
 
 def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["ichis.runtime"]
-    return runtime
+    return current().runtime
 
 
 def _json(payload: Mapping[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype=JSON)
 
 
-def _body() -> Any:
+def _raw_body() -> bytes:
     mimetype = request.mimetype
     if mimetype and mimetype not in (JSON, "application/fhir+json") and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON}), got {mimetype}")
-    return parse_json_body(request.get_data(cache=False), _runtime().settings.max_json_depth)
+    return request.get_data(cache=False)
+
+
+def _body() -> Any:
+    return parse_json_body(_raw_body(), _runtime().settings.max_json_depth)
 
 
 def _base_url() -> str:
@@ -62,7 +65,7 @@ def call_service(service_id: str) -> Response:
     declaration = BY_ID.get(service_id)
     if declaration is None:
         raise UnknownService(f"no CDS service with id '{service_id}'")
-    hook = parse_hook_request(_body())
+    hook = parse_hook_body(_raw_body(), _runtime().settings.max_json_depth)
     g.hook_instance = hook.hook_instance
     note(
         hook_instance=hook.hook_instance,
@@ -90,11 +93,9 @@ def call_service(service_id: str) -> Response:
         note(outcome_text="no checkpoint-inhibitor order: no card")
         log.info("no checkpoint-inhibitor order", extra={"cards": 0})
         return _json({"cards": []})
-    session: requests.Session = current_app.extensions["ichis.http"]
-    data = resolve(hook, runtime.templates, session, runtime.settings)
+    data = resolve(hook, runtime.templates, current().http, runtime.settings)
     note(queries=list(data.queries.values()))
-    clock: Callable[[], datetime] = current_app.extensions["ichis.clock"]
-    at = clock()
+    at = current().clock()
     assessment = assess(data.entries("labs"), at, runtime.mapping, patient=patient)
     _left_out("result", assessment.subjects)
     conditions = data.entries("conditions")
@@ -126,8 +127,7 @@ def call_service(service_id: str) -> Response:
         at=at,
     )
     card = build_card(assessment, context, runtime.mapping.lookback.days)
-    store: Store = current_app.extensions["ichis.store"]
-    store.record_card(
+    current().store.record_card(
         card_uuid=card["uuid"],
         service_id=service_id,
         hook=hook.hook,
@@ -235,8 +235,9 @@ def feedback(service_id: str) -> Response:
     if service_id not in BY_ID:
         raise UnknownService(f"no CDS service with id '{service_id}'")
     items = _feedback_items(_body())
-    store: Store = current_app.extensions["ichis.store"]
-    stored, duplicates = store.record_feedback(service_id, items, datetime.now(UTC).isoformat())
+    store = current().store
+    # The service's one clock (injected by create_app), as for the hook's order time.
+    stored, duplicates = store.record_feedback(service_id, items, current().clock().isoformat())
     audited = []
     for item in items:
         issued = store.card(item.card) or {}

@@ -8,17 +8,18 @@ See docs/smart.md for what it shows, how a hospital registers it, and its settin
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 from flask import Flask
 
-from fhir_mappings.config import ConfigurationError
+from smart_app.runtime import ServiceRuntime, SmartRuntime, Spool, attach
 from smart_app.session import CookieCodec, SessionStore, session_secret
 from smart_app.settings import SmartSettings, frame_ancestors, load_smart_settings
-from smart_app.views import EXTENSION, ServiceRuntime, SmartRuntime, blueprint
+from smart_app.views import blueprint
 
 __all__ = ["SmartSettings", "install_smart_app"]
 
@@ -30,6 +31,10 @@ def install_smart_app(
     settings: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     *,
+    service: ServiceRuntime,
+    http: requests.Session,
+    clock: Callable[[], datetime],
+    spool: Spool,
     table: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve the SMART app under ``/smart`` on the CDS service's ``app``.
@@ -39,22 +44,24 @@ def install_smart_app(
     The service's runtime gives the site's mapping configuration, ``data_dir``, the public base
     URL and the ``allow_http_fhir`` development switch. A ConfigurationError stops the start.
     """
-    service: ServiceRuntime | None = app.extensions.get("ichis.runtime")
-    if service is None:
-        raise ConfigurationError("install_smart_app needs the app built by cds_service.create_app")
     allow_http = bool(service.settings.allow_http_fhir)
     smart = load_smart_settings(settings, environ, allow_http=allow_http, table=table)
     data_dir = Path(service.settings.data_dir)
     secret = session_secret(smart.session_secret, data_dir)
-    shared: requests.Session | None = app.extensions.get("ichis.http")
-    app.extensions[EXTENSION] = SmartRuntime(
-        settings=smart,
-        store=SessionStore(data_dir / "smart.sqlite"),
-        codec=CookieCodec(secret, smart.session_max_age_seconds),
-        # The service's connection pool when there is one (closed with the app by close_app).
-        http=shared if shared is not None else requests.Session(),
-        allow_http=allow_http,
-        frame_ancestors=frame_ancestors(smart),
+    attach(
+        app,
+        SmartRuntime(
+            settings=smart,
+            store=SessionStore(data_dir / "smart.sqlite"),
+            codec=CookieCodec(secret, smart.session_max_age_seconds),
+            # The service's connection pool (closed with the app by close_app).
+            http=http,
+            allow_http=allow_http,
+            frame_ancestors=frame_ancestors(smart),
+            service=service,
+            clock=clock,
+            spool=spool,
+        ),
     )
     app.register_blueprint(blueprint)
     if not smart.trusted_iss:

@@ -1,7 +1,7 @@
 """The SMART app's audit records: one per launch and one per page that reads patient data.
 
 Built by ``fhir_mappings.audit`` (IHE BALP patterns) and put in the service's durable spool, the
-same one as the hook's records (``app.extensions["ichis.audit.spool"]``, ``AuditSpool.put``): the
+same one as the hook's records (handed to ``install_smart_app``, ``AuditSpool.put``): the
 request only writes locally, the service's deliverer sends it, and an audit server outage loses
 nothing. A record is spooled before the page is answered; if it cannot be, the page is not shown.
 
@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from flask import current_app
 
@@ -33,22 +33,15 @@ from fhir_mappings.audit import (
 from fhir_mappings.outbound import Destinations
 from smart_app.context import parse_app_context
 from smart_app.errors import SmartAppError, TokenRequestFailed
+from smart_app.runtime import Spool, smart_runtime
 
-SPOOL = "ichis.audit.spool"
 #: A hookInstance recorded as ``urn:uuid:<it>``: CDS Hooks sends UUIDs; anything else that is
 #: plainly an identifier is kept too, and what is not is left out rather than written.
 _HOOK_INSTANCE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class Spool(Protocol):
-    """What the app uses of ``cds_service.audit.AuditSpool``."""
-
-    def put(self, resource: Mapping[str, Any], target: str) -> None: ...
-
-
 def _spool() -> Spool:
-    spool: Spool = current_app.extensions[SPOOL]
-    return spool
+    return smart_runtime(current_app).spool
 
 
 def audit_target(audit_fhir_url: str, iss: str | None, destinations: Destinations) -> str:

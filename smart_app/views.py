@@ -17,22 +17,17 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 
-import requests
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as Redirect
 
 from fhir_mappings.assessment import assess
 from fhir_mappings.audit import SMART_PAGE_VIEW, SMART_PRINT_VIEW, SmartRequest
 from fhir_mappings.client import FhirClient
-from fhir_mappings.config import MappingConfig
 from fhir_mappings.outbound import Destinations
-from fhir_mappings.scope import DiagnosisTable, assess_scope
+from fhir_mappings.scope import assess_scope
 from fhir_mappings.subjects import CallPatient
 from smart_app.access import LaunchAccess, renewable, session_status, token_client
 from smart_app.auditing import Recorder, failure_outcome, page_outcome
@@ -61,13 +56,12 @@ from smart_app.oauth import (
     pkce_pair,
 )
 from smart_app.record import PatientRecord, read_record
-from smart_app.session import BrowserSession, CookieCodec, SessionStore
+from smart_app.runtime import ServiceRuntime, SmartRuntime, smart_runtime
+from smart_app.session import BrowserSession
 from smart_app.settings import SmartSettings, launch_scopes
 from smart_app.style import fetch_style
 
 log = logging.getLogger("ichis.smart")
-
-EXTENSION = "ichis.smart"
 
 blueprint = Blueprint(
     "smart",
@@ -80,54 +74,12 @@ blueprint = Blueprint(
 install_error_pages(blueprint)
 
 
-class ServiceSettings(Protocol):
-    """What the app reads of the CDS service's settings (cds_service.settings.Settings)."""
-
-    @property
-    def public_base_url(self) -> str: ...
-    @property
-    def data_dir(self) -> Path: ...
-    @property
-    def allow_http_fhir(self) -> bool: ...
-    @property
-    def max_fhir_pages(self) -> int: ...
-    @property
-    def audit_fhir_url(self) -> str: ...
-    @property
-    def fhir_allowed_hosts(self) -> tuple[str, ...]: ...
-
-
-class ServiceRuntime(Protocol):
-    """What the app reads of the service's runtime (``app.extensions["ichis.runtime"]``)."""
-
-    @property
-    def settings(self) -> ServiceSettings: ...
-    @property
-    def mapping(self) -> MappingConfig: ...
-    @property
-    def diagnoses(self) -> DiagnosisTable: ...
-
-
-@dataclass(frozen=True)
-class SmartRuntime:
-    """What ``install_smart_app`` builds once and every request shares."""
-
-    settings: SmartSettings
-    store: SessionStore
-    codec: CookieCodec
-    http: requests.Session
-    allow_http: bool
-    frame_ancestors: tuple[str, ...]
-
-
 def _runtime() -> SmartRuntime:
-    runtime: SmartRuntime = current_app.extensions[EXTENSION]
-    return runtime
+    return smart_runtime(current_app)
 
 
 def _service() -> ServiceRuntime:
-    service: ServiceRuntime = current_app.extensions["ichis.runtime"]
-    return service
+    return _runtime().service
 
 
 def _public_base() -> str:
@@ -172,8 +124,7 @@ def _browser_session(runtime: SmartRuntime) -> BrowserSession | None:
 
 
 def _now() -> datetime:
-    clock: Callable[[], datetime] | None = current_app.extensions.get("ichis.clock")
-    return clock() if clock is not None else datetime.now(UTC)
+    return _runtime().clock()
 
 
 def _recorder(runtime: SmartRuntime) -> Recorder:

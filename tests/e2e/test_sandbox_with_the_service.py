@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from cds_service.store import Store
+from cds_service.wiring import service_of
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -96,7 +97,7 @@ def test_accepting_and_overriding_send_feedback_the_service_stores(
     page.get_by_test_id("override-card").click()
     expect(page.get_by_test_id("card-outcome")).to_have_attribute("data-outcome", "overridden")
     expect(page.get_by_test_id("feedback-status")).to_have_attribute("data-status", "200")
-    store: Store = stack.service.extensions["ichis.store"]
+    store: Store = service_of(stack.service).store
     assert [row["outcome"] for row in store.feedback(accepted_card or "")] == ["accepted"]
     (overridden,) = store.feedback(overridden_card or "")
     assert overridden["outcome"] == "overridden"

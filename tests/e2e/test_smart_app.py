@@ -14,7 +14,7 @@ from playwright.sync_api import ConsoleMessage, FrameLocator, Page, Route, expec
 
 from sandbox.ehr.state import EXTENSION as EHR_STATE
 from sandbox.ehr.state import EhrState
-from smart_app.views import EXTENSION, SmartRuntime
+from smart_app.runtime import smart_runtime
 from tests.e2e.conftest import Stack
 from tests.e2e.smart_fixtures import smart_stack_fixture  # noqa: F401 - the smart_stack fixture
 from tests.integration.test_audit_trail import drain, search
@@ -139,7 +139,7 @@ def test_a_launch_whose_pkce_verifier_went_missing_ends_on_a_clear_page(
 ) -> None:
     """The verifier is removed from the server-side session before the EHR answers: no token is asked for."""
     stack = smart_stack()
-    runtime: SmartRuntime = stack.service.extensions[EXTENSION]
+    runtime = smart_runtime(stack.service)
 
     def drop_verifier(route: Route) -> None:
         # Playwright does not route the requests of a redirect chain, so the app's own launch
@@ -202,7 +202,7 @@ def test_a_session_outlives_its_access_token_by_renewing_it(
     expect(app.get_by_test_id("session-status")).to_contain_text(
         "renews its access to the record automatically"
     )
-    runtime: SmartRuntime = stack.service.extensions[EXTENSION]
+    runtime = smart_runtime(stack.service)
     state: EhrState = stack.ehr.extensions[EHR_STATE]
     before = {entry.token for entry in state.fhir_log()}
     runtime.store.clock = lambda: time.time() + 3600

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cds_service.store import Store
+from cds_service.wiring import service_of
 from tests.http.conftest import hook_body, post_hook
 
 FEEDBACK = "/cds-services/ichis-prognosis/feedback"
@@ -63,7 +64,7 @@ def test_feedback_survives_a_restart_and_is_linked_to_its_hook_instance(
     card = post_hook(client, body).get_json()["cards"][0]
     client.post(FEEDBACK, json={"feedback": [overridden(card["uuid"])]})
     restarted = make_app()  # a new app on the same data directory, as after a restart
-    store: Store = restarted.extensions["ichis.store"]
+    store: Store = service_of(restarted).store
     (row,) = store.feedback(card["uuid"])
     assert row["hook_instance"] == body["hookInstance"]
     assert row["outcome"] == "overridden"

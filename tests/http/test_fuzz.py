@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds_service.wiring import service_of
 from fhir_mappings.bundles import dumps
 from tests.http.conftest import hook_body
 
@@ -123,7 +124,7 @@ def _check(response: Any) -> None:
 
 
 def _spooled(client: FlaskClient) -> int:
-    spool = client.application.extensions["ichis.audit.spool"]
+    spool = service_of(client.application).spool
     depth: int = spool.stats().depth
     return depth
 

@@ -14,6 +14,7 @@ from flask import Flask
 
 from cds_service import close_app, create_app
 from cds_service.audit import AuditDeliverer, AuditSpool
+from cds_service.wiring import service_of
 from fhir_mappings.bundles import dumps
 from tests.http.conftest import hook_body, prefetch_for
 from tests.http.test_auth import ISS, JWKS, token
@@ -62,8 +63,8 @@ def call(app: Flask, body: dict[str, Any], service: str = "ichis-prognosis") -> 
 
 def drain(app: Flask, timeout: float = 60.0) -> None:
     """Wait until the background deliverer has emptied the spool (bounded, then fail)."""
-    spool: AuditSpool = app.extensions["ichis.audit.spool"]
-    deliverer: AuditDeliverer = app.extensions["ichis.audit.deliverer"]
+    spool: AuditSpool = service_of(app).spool
+    deliverer: AuditDeliverer = service_of(app).deliverer
     deliverer.ensure_running()
     deliverer.wake()
     deadline = time.monotonic() + timeout
@@ -176,10 +177,10 @@ def test_records_made_during_an_outage_are_all_delivered_exactly_once(
     """The audit server is down (nothing listens on its port) for N calls, then comes back."""
     port = _free_port()
     app = service(audit_fhir_url=f"http://127.0.0.1:{port}/fhir")
-    spool: AuditSpool = app.extensions["ichis.audit.spool"]
+    spool: AuditSpool = service_of(app).spool
     for _ in range(N_DURING_OUTAGE):
         assert call(app, hook_body("ichis-demo-1")).status_code == 200
-    deliverer: AuditDeliverer = app.extensions["ichis.audit.deliverer"]
+    deliverer: AuditDeliverer = service_of(app).deliverer
     assert deliverer.deliver_due() == 0  # the server is down: nothing delivered, nothing lost
     assert spool.stats().depth == N_DURING_OUTAGE
     assert spool.stats().failures > 0
@@ -199,7 +200,7 @@ def test_a_restarted_service_delivers_its_spool(service: Callable[..., Flask], d
     first = service(audit_fhir_url=f"http://127.0.0.1:{port}/fhir")  # audit server unreachable
     for _ in range(5):
         assert call(first, hook_body("ichis-demo-0")).status_code == 200
-    ids = first.extensions["ichis.audit.spool"].pending_ids()
+    ids = service_of(first).spool.pending_ids()
     assert len(ids) == 5
     close_app(first)  # the service stops with a full spool
     restarted = service(audit_fhir_url=demo_fhir)  # same data directory, audit server reachable
@@ -228,8 +229,8 @@ def test_page_views_made_during_an_outage_are_all_delivered_exactly_once(
     assert page.status_code == 200
     for _ in range(N_PAGE_VIEWS - 1):
         assert env.client.get(page.request.path).status_code == 200
-    spool: AuditSpool = env.app.extensions["ichis.audit.spool"]
-    deliverer: AuditDeliverer = env.app.extensions["ichis.audit.deliverer"]
+    spool: AuditSpool = service_of(env.app).spool
+    deliverer: AuditDeliverer = service_of(env.app).deliverer
     assert deliverer.deliver_due() == 0  # the server is down: nothing delivered, nothing lost
     ids = spool.pending_ids()
     assert len(ids) == 1 + N_PAGE_VIEWS  # the launch, then each page view

@@ -12,6 +12,7 @@ import pytest
 import requests
 from flask import Flask
 
+from cds_service.wiring import service_of
 from tests.http.conftest import hook_body, post_hook
 from tests.integration.proxy import RecordingProxy
 from tests.integration.test_hooks_against_hapi import card_summary, service
@@ -66,7 +67,7 @@ def test_a_server_that_answers_with_another_patients_results_does_not_change_the
         assert "of another patient were ignored" in reply.get_json()["cards"][0]["detail"]
     finally:
         proxy.close()
-    spool = app.extensions["ichis.audit.spool"]
+    spool = service_of(app).spool
     (record,) = [
         r for _, r, _, _ in spool.claim(100, 60, with_default_target=True) if "ichis-demo-0" in str(r)
     ]

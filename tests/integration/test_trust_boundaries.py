@@ -16,6 +16,7 @@ from flask import Flask
 
 from cds_service import close_app, create_app
 from cds_service.audit import AuditDeliverer, AuditSpool
+from cds_service.wiring import service_of
 from fhir_mappings.bundles import dumps
 from tests.http.conftest import hook_body
 from tests.integration.proxy import RecordingProxy, Redirector
@@ -86,8 +87,8 @@ def test_a_redirect_within_the_fhir_servers_own_origin_is_followed(
 
 def _deliver(app: Flask) -> tuple[int, list[str]]:
     """One delivery round now; what was delivered and what stays in the spool."""
-    deliverer: AuditDeliverer = app.extensions["ichis.audit.deliverer"]
-    spool: AuditSpool = app.extensions["ichis.audit.spool"]
+    deliverer: AuditDeliverer = service_of(app).deliverer
+    spool: AuditSpool = service_of(app).spool
     return deliverer.deliver_due(), spool.pending_ids()
 
 

@@ -17,6 +17,7 @@ import requests
 from flask import Flask
 
 from cds_service.audit import AuditSpool
+from cds_service.wiring import service_of
 from fhir_mappings.bundles import dumps
 from tests.http.conftest import CARBOPLATIN, hook_body, medication_request, prefetch_for
 from tests.http.test_auth import token
@@ -46,7 +47,7 @@ def validate(fhir: str, resource: dict[str, Any]) -> list[str]:
 
 
 def spooled(app: Flask) -> list[dict[str, Any]]:
-    spool: AuditSpool = app.extensions["ichis.audit.spool"]
+    spool: AuditSpool = service_of(app).spool
     return [resource for _, resource, _, _ in spool.claim(1000, 60, with_default_target=True)]
 
 

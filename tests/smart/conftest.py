@@ -24,14 +24,14 @@ from flask.testing import FlaskClient
 
 from cds_service import close_app, create_app
 from cds_service.audit import AuditSpool
+from cds_service.wiring import service_of
 from fhir_mappings.bundles import dumps
 from sandbox import demo_data
 from sandbox.ehr import create_ehr_app
 from sandbox.ehr.state import EXTENSION, EhrState
 from sandbox.ehr.store import Store
+from smart_app.runtime import SmartRuntime, smart_runtime
 from smart_app.session import BrowserSession
-from smart_app.views import EXTENSION as SMART
-from smart_app.views import SmartRuntime
 from tests.sandbox.standin import Served
 
 # The demo records are dated relative to the run, as the demo and the other suites load them.
@@ -91,7 +91,7 @@ class SmartEnv:
 
     @property
     def runtime(self) -> SmartRuntime:
-        runtime: SmartRuntime = self.app.extensions[SMART]
+        runtime = smart_runtime(self.app)
         return runtime
 
     @property
@@ -125,7 +125,7 @@ class SmartEnv:
 
     def spooled(self) -> list[dict[str, Any]]:
         """The audit records waiting in the service's spool, oldest first."""
-        spool: AuditSpool = self.app.extensions["ichis.audit.spool"]
+        spool: AuditSpool = service_of(self.app).spool
         return [resource for _, resource, _, _ in spool.claim(1000, 60, with_default_target=True)]
 
     def fhir_queries(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from smart_app.views import EXTENSION, SmartRuntime
+from smart_app.runtime import smart_runtime
 from tests.smart.conftest import SmartEnv, app_context, query_of
 
 ALL_SCOPES = [
@@ -21,7 +21,7 @@ ALL_SCOPES = [
 
 def drop_verifier(env: SmartEnv, state: str) -> None:
     """Remove the PKCE verifier of a pending launch from the server-side session."""
-    runtime: SmartRuntime = env.app.extensions[EXTENSION]
+    runtime = smart_runtime(env.app)
     cookie = env.client.get_cookie("ichis_smart", path="/smart")
     assert cookie is not None
     session = runtime.codec.loads(cookie.value)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from cds_service.wiring import service_of
 from fhir_mappings.assessment import assess, assessment_json
 from fhir_mappings.bundles import dumps, loads
 from fhir_mappings.config import load_mapping_config
@@ -338,7 +339,7 @@ def test_tokens_stay_on_the_server_and_out_of_logs(
     assert "smart launch" in logged
     assert token not in logged
     assert "12,300" not in logged
-    database = (env.app.extensions["ichis.runtime"].settings.data_dir / "smart.sqlite").read_bytes()
+    database = (service_of(env.app).runtime.settings.data_dir / "smart.sqlite").read_bytes()
     assert token.encode() not in database
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cds_service.wiring import service_of
 from smart_app.access import LaunchAccess
 from tests.smart.conftest import SmartEnv, app_context
 from tests.smart.test_details import text_of
@@ -171,7 +172,7 @@ def test_refresh_tokens_stay_on_the_server_encrypted_and_out_of_logs(
     assert cookie is not None
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "smart access renewed" in logged
-    data_dir = env.app.extensions["ichis.runtime"].settings.data_dir
+    data_dir = service_of(env.app).runtime.settings.data_dir
     # The write-ahead log too: the latest writes may not have reached the database file yet.
     database = b"".join(path.read_bytes() for path in data_dir.glob("smart.sqlite*"))
     for token in (first, second):

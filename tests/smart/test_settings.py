@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from cds_service.wiring import service_of
 from fhir_mappings.config import ConfigurationError
+from smart_app.runtime import smart_runtime
 from smart_app.settings import (
     _PARSERS,
     DEFAULT_SCOPES,
@@ -151,8 +153,8 @@ def test_for_every_app_the_environment_beats_the_site_file_and_the_tests_overrid
     }
     built = create_app({"scope_policy": "caveat"}, environ=environ, smart={"trend_days": 90})
     try:
-        service = built.extensions["ichis.runtime"].settings
-        smart = built.extensions["ichis.smart"].settings
+        service = service_of(built).runtime.settings
+        smart = smart_runtime(built).settings
         if app == "service":
             assert (service.source_url, service.scope_policy) == ("https://env.example/about", "caveat")
         else:
