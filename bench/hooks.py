@@ -390,6 +390,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="threads per worker of ichis serve")
     parser.add_argument("--fhir", help="a running FHIR server (default: start HAPI)")
+    parser.add_argument(
+        "--service-root",
+        type=Path,
+        default=ROOT,
+        help="a checkout whose ichis serve is measured (e.g. a git worktree of an older commit, for "
+        "a before/after table); default: this one",
+    )
     parser.add_argument("--max-rate", type=float, default=4000.0, help="tokens signed per second of run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -444,6 +451,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         ours = {
             **env,
+            "PYTHONPATH": str(args.service_root),
             "ICHIS_PORT": str(port), "ICHIS_WORKERS": str(args.workers), "ICHIS_THREADS": str(args.threads),
             "ICHIS_DATA_DIR": str(work / "service"), "ICHIS_PUBLIC_BASE_URL": base,
             "ICHIS_ALLOW_HTTP_FHIR": "true", "ICHIS_AUDIT_FHIR_URL": "", "ICHIS_LOG_LEVEL": "WARNING",
@@ -456,15 +464,15 @@ def main() -> int:
         per_run = int(args.max_rate * seconds)
         print("Signing tokens...")
         token_files = {
-            name: write_tokens(work / f"tokens-{kind}.txt", key_pem, base + path, per_run * (repeat + 2))
-            for name, (path, kind) in scenarios.items()
+            name: write_tokens(work / f"tokens-{kind}.txt", key_pem, base + endpoint, per_run * (repeat + 2))
+            for name, (endpoint, kind) in scenarios.items()
         }
         select = "/cds-services/ichis-prognosis"
         fetch_tokens = write_tokens(work / "tokens-fetch.txt", key_pem, base + select, int(seconds * 200))
         command = [sys.executable, "-m", "ichis_cli", "serve"]
-        with process(command, ROOT, ours, f"{base}/healthz", "ours", logs=work) as pid:
-            for name, (path, kind) in scenarios.items():
-                target = Target(base, path, bodies[kind], work)
+        with process(command, args.service_root, ours, f"{base}/healthz", "ours", logs=work) as pid:
+            for name, (endpoint, kind) in scenarios.items():
+                target = Target(base, endpoint, bodies[kind], work)
                 results[name], single[name] = target.measure(seconds, repeat, token_files[name], per_run)
             fetched = Target(base, select, bodies["fetch"], work)
             single["ours, card, no prefetch (HAPI)"] = fetched.run(seconds, clients=1, tokens=fetch_tokens)
