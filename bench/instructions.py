@@ -33,9 +33,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 # A command that reports (T201) and starts valgrind and Python with fixed arguments (S603/S607).
 # ruff: noqa: T201, S603, S607
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import hooks  # noqa: E402 - the request bodies and key format of the wall-clock benchmark
 
 BASE = "http://127.0.0.1:1"
 WARM_UP = 20
@@ -44,9 +41,15 @@ PATHS = {"no-card": "/cds-services/ichis-prognosis-sign", "card": "/cds-services
 
 def prepare(work: Path, calls: int) -> Path:
     """Request bodies and fresh tokens (valid for a day: the runs under valgrind are slow)."""
+    # The wall-clock benchmark's bodies and key format; imported here only, so that the measured
+    # process loads the service from the checkout under measurement, not from this one.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hooks  # noqa: PLC0415
+
     key = ec.generate_private_key(ec.SECP384R1())
     now = int(time.time())
-    data: dict[str, Any] = {"jwks": hooks._jwk(key), "paths": {}}
+    data: dict[str, Any] = {"jwks": hooks._jwk(key), "iss": hooks.ISS, "placeholder": hooks.PLACEHOLDER}
+    data["paths"] = {}
     for name, path in PATHS.items():
         body = hooks._body("no-card" if name == "no-card" else "prefetch", f"{BASE}/fhir").decode()
         tokens = [
@@ -80,14 +83,14 @@ def drive(requests_file: Path, name: str, calls: int) -> None:
             "data_dir": tempfile.mkdtemp(prefix="ichis-instructions-"),
             "public_base_url": BASE,
             "auth_mode": "jwt",
-            "trusted_issuers": [{"iss": hooks.ISS, "jwks": {"keys": [data["jwks"]]}}],
+            "trusted_issuers": [{"iss": data["iss"], "jwks": {"keys": [data["jwks"]]}}],
             "max_token_lifetime_seconds": 200000,  # the tokens were signed before the slow runs
         },
         environ={},
     )
     spec = data["paths"][name]
     for i in range(WARM_UP + calls):
-        body = spec["body"].replace(hooks.PLACEHOLDER, str(uuid.UUID(int=i + 1))).encode()
+        body = spec["body"].replace(data["placeholder"], str(uuid.UUID(int=i + 1))).encode()
         environ = {
             "REQUEST_METHOD": "POST", "PATH_INFO": spec["path"], "SERVER_NAME": "127.0.0.1",
             "SERVER_PORT": "1", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
