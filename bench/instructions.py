@@ -44,7 +44,7 @@ def prepare(work: Path, calls: int) -> Path:
     # The wall-clock benchmark's bodies and key format; imported here only, so that the measured
     # process loads the service from the checkout under measurement, not from this one.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import hooks  # noqa: PLC0415
+    import hooks  # noqa: PLC0415 - imported late on purpose (above)
 
     key = ec.generate_private_key(ec.SECP384R1())
     now = int(time.time())
