@@ -21,16 +21,10 @@ from typing import Any
 from fhir_mappings.assessment import Assessment
 from fhir_mappings.medications import CheckpointOrder
 from fhir_mappings.scope import Scope, ScopeAssessment
-from ichis.measurement import Measurement, format_count
-from ichis.reference import (
-    CITATION,
-    DERIVATION_POPULATION,
-    NATURE_OF_SCORE,
-    PublishedStratum,
-    stratum_heading,
-    stratum_outcomes,
-)
-from ichis.score import CUTOFFS, PART_LABELS, Part, Status
+from ichis import wording
+from ichis.measurement import Measurement
+from ichis.reference import CITATION, DERIVATION_POPULATION, NATURE_OF_SCORE
+from ichis.score import PART_LABELS, Part, Status
 
 #: Namespace for card and suggestion uuids: uuid5(namespace, hookInstance|service|kind) makes the
 #: same call give the same card uuid, so a retried hook does not create a second card.
@@ -50,7 +44,6 @@ OVERRIDE_REASONS = (
     ("not-relevant", "Not relevant to this treatment decision"),
 )
 PD1_PDL1 = frozenset({"PD-1", "PD-L1"})
-_SHORT_NAMES = {Part.NEUTROPHILS: "NEUT#", Part.IMMATURE_GRANULOCYTES: "IG#"}
 
 #: Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and
 #: escaping them all leaves no emphasis, link, entity, list or table marker to the text.
@@ -82,40 +75,28 @@ class CardContext:
     at: datetime
 
 
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M %z").replace(" +0000", " UTC")
-
-
-def _age(moment: datetime, at: datetime) -> str:
-    seconds = (at - moment).total_seconds()
-    if seconds < 3600 * 36:
-        return f"{max(int(seconds // 3600), 0)} h before"
-    return f"{int(seconds // 86400)} days before"
-
-
-def _stratum_line(stratum: PublishedStratum) -> str:
-    return f"**{stratum_heading(stratum)}** {stratum_outcomes(stratum)}"
+def _strong(text: str) -> str:
+    return f"**{text}**"
 
 
 def _input_row(part: Part, measurement: Measurement | None, points: int | None, at: datetime) -> str:
     label = PART_LABELS[part]
-    cutoff = f"{format_count(CUTOFFS[part])}/uL"
+    cutoff = wording.cutoff(part)
     if measurement is None:
-        return f"| {md(label)} | no usable result | | | unknown (cut-off > {cutoff}) | |"
+        return f"| {md(label)} | no usable result | | | unknown (cut-off {cutoff}) | |"
     source = measurement.source
     if measurement.derived:
         pct, wbc = measurement.derived_from
-        sent = f"IG% {pct.value_as_sent} {pct.unit_as_sent} x WBC {wbc.value_as_sent} {wbc.unit_as_sent}"
-        sent += " (derived)"
+        sent = wording.derivation(measurement) + " (derived)"
         refs = f"{pct.reference}, {wbc.reference}"
     else:
         comparator = measurement.comparator.value if measurement.comparator else ""
         sent = f"{comparator}{source.value_as_sent} {source.unit_as_sent}".strip()
         refs = source.reference
-    shown = "unknown" if points is None else str(points)
+    collected = f"{wording.when(source.effective)} ({wording.age(source.effective, at)})"
     return (
-        f"| {md(label)} | {md(sent)} | {md(measurement.shown())} (cut-off > {cutoff}) | "
-        f"{_when(source.effective)} ({_age(source.effective, at)}) | {shown} | {md(refs)} |"
+        f"| {md(label)} | {md(sent)} | {md(measurement.shown())} (cut-off {cutoff}) | "
+        f"{collected} | {wording.points(points)} | {md(refs)} |"
     )
 
 
@@ -124,15 +105,16 @@ def _summary(assessment: Assessment, scope: ScopeAssessment, lookback_days: int)
     if result.status is Status.COMPLETE and result.stratum is not None:
         s = result.stratum
         text = (
-            f"IChIS {result.score} of 2: published median OS {s.median_os_days.value} days "
+            f"{wording.headline(result)}: published median OS {s.median_os_days.value} days "
             f"(PFS {s.median_pfs_days.value}) in one NSCLC cohort; a research marker"
         )
     elif result.status is Status.PARTIAL:
-        missing = ", ".join(_SHORT_NAMES[p.part] for p in result.parts.values() if p.points is None)
-        text = f"IChIS {result.lower} to {result.upper} of 2: {missing} missing from the baseline blood count"
+        missing = ", ".join(wording.SHORT_NAMES[p.part] for p in result.parts.values() if p.points is None)
+        text = f"{wording.headline(result)}: {missing} missing from the baseline blood count"
     else:
         text = (
-            f"IChIS not available: no usable blood count with differential in the last {lookback_days} days"
+            f"{wording.headline(result)}: no usable blood count with differential in the last "
+            f"{lookback_days} days"
         )
     if scope.scope is not Scope.NSCLC:
         suffix = {
@@ -159,12 +141,9 @@ def _detail(assessment: Assessment, ctx: CardContext) -> str:
         )
         lines.append("")
     if result.status is Status.COMPLETE:
-        lines.append(f"**IChIS {result.score} of 2** at the order time ({_when(ctx.at)}).")
+        lines.append(f"**{wording.headline(result)}** at the order time ({wording.when(ctx.at)}).")
     elif result.status is Status.PARTIAL:
-        lines.append(
-            f"**IChIS between {result.lower} and {result.upper} of 2**: "
-            "one part is unknown, so no stratum is stated."
-        )
+        lines.append(f"**IChIS between {result.lower} and {result.upper} of 2**: {wording.NO_STRATUM}.")
     else:
         lines.append("**IChIS cannot be computed** from the blood counts available.")
     lines += [
@@ -177,7 +156,7 @@ def _detail(assessment: Assessment, ctx: CardContext) -> str:
         lines.append(_input_row(part, outcome.measurement, outcome.points, ctx.at))
     lines.append("")
     if result.stratum is not None:
-        lines.append(_stratum_line(result.stratum))
+        lines.append(wording.stratum_sentence(result.stratum, _strong))
         lines.append("")
     if assessment.reasons:
         lines.append("**Data notes:**")
@@ -200,7 +179,7 @@ def card_uuid(hook_instance: str, service_id: str, kind: str) -> str:
 def build_card(assessment: Assessment, ctx: CardContext, lookback_days: int) -> dict[str, Any]:
     """One card for the patient's checkpoint-inhibitor order(s)."""
     result = assessment.result
-    indicator = "warning" if result.status is Status.COMPLETE and result.score == 2 else "info"
+    indicator = wording.indicator(result)
     source: dict[str, Any] = {"label": "IChIS (Kang et al. 2024)", "topic": TOPIC}
     if ctx.source_url:
         source["url"] = ctx.source_url
