@@ -26,6 +26,8 @@ from urllib3.util import parse_url
 
 #: (scheme, host, port) of a request as urllib3 sends it.
 Origin = tuple[str, str, int | None]
+#: The port a scheme implies when a URL names none.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class UnsafeDestination(ValueError):
@@ -59,7 +61,15 @@ def request_origin(url: str) -> Origin | None:
     if parsed.auth or not parsed.host or not parsed.scheme:
         return None
     scheme = parsed.scheme.lower()
-    return scheme, parsed.host.lower(), parsed.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, parsed.host.lower(), parsed.port or _DEFAULT_PORTS.get(scheme)
+
+
+def origin_url(origin: Origin) -> str:
+    """An origin written as browsers write it (``https://ehr.example``, a port only when not the default)."""
+    scheme, host, port = origin
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def same_origin(a: str, b: str) -> bool:

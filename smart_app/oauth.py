@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import jwt
 import requests
 
+from fhir_mappings.outbound import Destinations
 from smart_app.errors import DiscoveryFailed, TokenRequestFailed
 
 #: v2 permissions in their defined order; v1 suffixes map onto them (SMART 2.2, "permission-v1").
@@ -36,13 +37,6 @@ class SmartConfiguration:
     authorization_endpoint: str
     token_endpoint: str
     issuer: str | None
-
-
-def _https_or_allowed(url: Any, allow_http: bool) -> bool:
-    if not isinstance(url, str):
-        return False
-    parts = urlsplit(url)
-    return bool(parts.hostname) and (parts.scheme == "https" or (allow_http and parts.scheme == "http"))
 
 
 def discover(iss: str, session: requests.Session, timeout: float, *, allow_http: bool) -> SmartConfiguration:
@@ -61,7 +55,9 @@ def discover(iss: str, session: requests.Session, timeout: float, *, allow_http:
     if not isinstance(document, Mapping):
         raise DiscoveryFailed("The EHR's SMART configuration is not a JSON object.")
     authorize, token = document.get("authorization_endpoint"), document.get("token_endpoint")
-    if not _https_or_allowed(authorize, allow_http) or not _https_or_allowed(token, allow_http):
+    # The code, the verifier and the client secret go to these: https (or the development switch).
+    endpoints = Destinations("the EHR's SMART endpoints", allow_http=allow_http)
+    if not endpoints.allows(authorize) or not endpoints.allows(token):
         raise DiscoveryFailed(
             "The EHR's SMART configuration lacks an https authorization_endpoint or token_endpoint."
         )

@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from fhir_mappings.config import ConfigurationError
+from fhir_mappings.outbound import origin_url, request_origin
 from plumbing.settings import read_settings
 
 ENV_PREFIX = "ICHIS_SMART_"
@@ -141,16 +141,12 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _absolute(name: str, url: str, allow_http: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+    """Refuse a URL a request could not safely go to, its origin read as ``requests`` reads it."""
+    origin = request_origin(url)
+    if origin is None or origin[0] not in ("http", "https"):
         raise ConfigurationError(f"smart setting {name}: {url!r} is not an absolute http(s) URL")
-    if parts.scheme == "http" and not allow_http:
+    if origin[0] == "http" and not allow_http:
         raise ConfigurationError(
             f"smart setting {name}: {url!r} uses plain http; tokens and the client secret go over TLS "
             "only (set the service's allow_http_fhir=true for development)"
@@ -211,7 +207,9 @@ def frame_ancestors(settings: SmartSettings) -> tuple[str, ...]:
     """Who may frame the pages: configured origins, else the EHRs' FHIR origins (the same host
     serves the EHR page and its FHIR endpoint in many EHRs, and in the sandbox)."""
     configured = settings.frame_ancestors or settings.trusted_iss
-    return tuple(dict.fromkeys(_origin(url) for url in configured))
+    origins = (request_origin(url) for url in configured)
+    # Every URL here passed _absolute when the settings were loaded, so each has an origin.
+    return tuple(dict.fromkeys(origin_url(origin) for origin in origins if origin is not None))
 
 
 def launch_scopes(settings: SmartSettings, *, standalone: bool) -> str:

@@ -163,6 +163,8 @@ def test_the_cards_app_context_is_read_defensively(raw: str | None, expected: tu
     ("document", "message"),
     [
         ({"authorization_endpoint": "https://e/a", "token_endpoint": "http://e/t"}, "https"),
+        # The code would go to evil.example, whatever urlsplit makes of the address.
+        ({"authorization_endpoint": "https://evil.example\\@e/a", "token_endpoint": "https://e/t"}, "https"),
         (
             {
                 "authorization_endpoint": "https://e/a",

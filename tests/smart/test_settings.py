@@ -86,6 +86,27 @@ def test_plain_http_fhir_servers_are_allowed_only_with_the_development_switch() 
     assert settings.trusted_iss == ("http://127.0.0.1:8070/fhir",)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "https://evil.example\\@ehr.example/fhir",  # urlsplit reads ehr.example; requests goes to evil
+        "https://user:secret@ehr.example/fhir",
+        "https://ehr example/fhir",
+    ],
+)
+def test_a_trusted_server_is_read_as_requests_would_reach_it(address: str) -> None:
+    """An address whose server depends on who parses it, or that carries credentials, is refused."""
+    with pytest.raises(ConfigurationError, match="not an absolute"):
+        load_smart_settings({"trusted_iss": [address]}, environ={})
+
+
+def test_frame_ancestors_are_origins_as_browsers_write_them() -> None:
+    """Host case and a default port do not make a second origin; another port does."""
+    configured = ["https://EHR.example:443/app", "https://ehr.example", "https://ehr.example:8443"]
+    settings = load_smart_settings({"frame_ancestors": configured}, environ={})
+    assert frame_ancestors(settings) == ("https://ehr.example", "https://ehr.example:8443")
+
+
 def test_frame_ancestors_default_to_the_trusted_ehrs_origins() -> None:
     """Without frame_ancestors the pages may be framed by the hosts of the trusted FHIR servers."""
     settings = load_smart_settings(
