@@ -1,35 +1,53 @@
 """The SMART app's one exception family, and the one place it becomes a page.
 
 Every error a clinician can meet ends on ``smart/error.html``: what happened, in words, and what
-to do about it. Never a stack trace, a token or a lab value.
+to do about it. Never a stack trace, a token or a lab value. The type and the handler are the
+project's shared ones (``plumbing.errors``); only the page is the app's own.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Self
 
 from flask import Blueprint, Response, render_template
-from werkzeug.exceptions import HTTPException
+
+from plumbing.errors import HttpError, install_error_handlers
 
 log = logging.getLogger("ichis.smart")
 
 _RELAUNCH = "Open the app again from the IChIS card in the EHR (the link under the card)."
 
 
-class SmartAppError(Exception):
+class SmartAppError(HttpError, status=400):
     """Something the app cannot do; ``detail`` and ``advice`` are safe to show anyone."""
 
-    status = 400
     #: A stable name for the kind of error (tests and the page's ``data-error`` attribute).
     code = "error"
     title = "The IChIS app could not open"
     advice = _RELAUNCH
 
-    def __init__(self, detail: str, *, advice: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(self, detail: str, *, advice: str | None = None, status: int | None = None) -> None:
+        super().__init__(detail, status=status)
         if advice is not None:
             self.advice = advice
+
+    @property
+    def detail(self) -> str:
+        """What happened, in words (the page's sentence; the shared type calls it diagnostics)."""
+        return self.diagnostics
+
+    @property
+    def log_reason(self) -> str:
+        """The kind of error only: the detail may quote what the EHR answered."""
+        return self.code
+
+    @classmethod
+    def from_http(cls, status: int, text: str) -> Self:
+        """One of Werkzeug's errors under ``/smart`` (a method the route does not take)."""
+        error = cls(text, status=status)
+        error.code = "http-error"
+        return error
 
 
 class BadLaunch(SmartAppError):
@@ -39,10 +57,9 @@ class BadLaunch(SmartAppError):
     title = "The app was not launched the way SMART requires"
 
 
-class UnknownIssuer(SmartAppError):
+class UnknownIssuer(SmartAppError, status=403):
     """An ``iss`` not on the allow-list: the secret and the tokens must not go there."""
 
-    status = 403
     code = "unknown-iss"
     title = "This EHR is not one the app is allowed to connect to"
     advice = (
@@ -51,17 +68,17 @@ class UnknownIssuer(SmartAppError):
     )
 
 
-class NotConfigured(SmartAppError):
-    status = 503
+class NotConfigured(SmartAppError, status=503):
+    """A setting the launch needs is missing (the client secret)."""
+
     code = "not-configured"
     title = "The app is not set up yet"
     advice = "Ask the administrator of the IChIS service to configure the app (docs/smart.md, Settings)."
 
 
-class DiscoveryFailed(SmartAppError):
+class DiscoveryFailed(SmartAppError, status=502):
     """``{iss}/.well-known/smart-configuration`` could not be read or is unusable."""
 
-    status = 502
     code = "discovery-failed"
     title = "The EHR's SMART configuration could not be read"
     advice = "Try again in a moment; if it keeps failing, tell the EHR's administrators."
@@ -98,10 +115,9 @@ class VerifierMissing(SmartAppError):
     advice = f"The app's proof key for this launch is missing, so it will not ask for a token. {_RELAUNCH}"
 
 
-class AuthorizationDenied(SmartAppError):
+class AuthorizationDenied(SmartAppError, status=403):
     """The EHR's authorization server answered the request with an error (RFC 6749, 4.1.2.1)."""
 
-    status = 403
     code = "authorization-denied"
     title = "The EHR did not authorise the app"
     advice = (
@@ -110,8 +126,9 @@ class AuthorizationDenied(SmartAppError):
     )
 
 
-class TokenRequestFailed(SmartAppError):
-    status = 502
+class TokenRequestFailed(SmartAppError, status=502):
+    """The token endpoint refused the code, could not be reached, or answered without a Bearer token."""
+
     code = "token-failed"
     title = "The EHR did not issue an access token"
     advice = f"The launch could not be completed. {_RELAUNCH} If it keeps failing, tell the administrator."
@@ -122,11 +139,10 @@ class TokenRequestFailed(SmartAppError):
         self.answered = answered
 
 
-class TokenExpired(SmartAppError):
+class TokenExpired(SmartAppError, status=401):
     """The access token's lifetime is over and the app cannot renew it (no refresh token was
     granted, or the EHR refused to renew)."""
 
-    status = 401
     code = "token-expired"
     title = "Access to the record has ended and cannot be renewed"
     advice = f"For your patient's safety the app's access is limited in time. {_RELAUNCH}"
@@ -137,64 +153,59 @@ class TokenRefused(TokenExpired):
     it once when it can, then gives up)."""
 
 
-class UnknownLaunch(SmartAppError):
-    status = 404
+class UnknownLaunch(SmartAppError, status=404):
+    """The page's launch is not in this browser's session (another browser, or the launch ended)."""
+
     code = "unknown-launch"
     title = "This page belongs to a launch that has ended"
     advice = f"The page was opened in another browser session, or the session is over. {_RELAUNCH}"
 
 
-class ContextMismatch(SmartAppError):
+class ContextMismatch(SmartAppError, status=409):
     """The launch context cannot be trusted to name one patient."""
 
-    status = 409
     code = "context-mismatch"
     title = "The app cannot tell which patient this is"
     advice = f"Nothing is shown, so as not to show one patient's data in another's context. {_RELAUNCH}"
 
 
-class FhirUnavailable(SmartAppError):
-    status = 502
+class FhirUnavailable(SmartAppError, status=502):
+    """The EHR's FHIR server failed, timed out or sent something unreadable while the page was built."""
+
     code = "fhir-unavailable"
     title = "The EHR's FHIR server did not give the data"
     advice = "Reload the page in a moment. If it keeps failing, tell the EHR's administrators."
 
 
-class PageNotFound(SmartAppError):
-    status = 404
+class PageNotFound(SmartAppError, status=404):
+    """An address under ``/smart`` that is no page of the app."""
+
     code = "not-found"
     title = "There is no such page in the IChIS app"
     advice = _RELAUNCH
 
 
+class UnexpectedFailure(SmartAppError, status=500):
+    """A failure of the app itself; the trace is in the log, the page says what to do."""
+
+    code = "internal"
+    advice = "Reload the page, or open the app again from the card."
+
+
 def error_page(error: SmartAppError) -> Response:
+    """The error page of an error, with its status."""
     page = render_template("smart/error.html", error=error)
     return Response(page, status=error.status, mimetype="text/html")
 
 
 def install_error_pages(blueprint: Blueprint) -> None:
     """Every error under ``/smart`` ends on the error page; the reason goes to the log, by code."""
-
-    @blueprint.errorhandler(SmartAppError)
-    def _known(error: SmartAppError) -> Response:
-        log.info("smart app refused", extra={"status": error.status, "reason": error.code})
-        return error_page(error)
-
-    @blueprint.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> Response:
-        known = SmartAppError(error.description or error.name)
-        known.status = error.code or 500
-        known.code = "http-error"
-        return _known(known)
-
-    @blueprint.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        # The trace goes to the log only; the page says what to do.
-        log.exception("smart app failed", exc_info=error)
-        failure = SmartAppError(
-            "The app failed unexpectedly; the failure has been logged for the administrators.",
-            advice="Reload the page, or open the app again from the card.",
-        )
-        failure.status = 500
-        failure.code = "internal"
-        return error_page(failure)
+    install_error_handlers(
+        blueprint,
+        SmartAppError,
+        error_page,
+        log=log,
+        unexpected=lambda: UnexpectedFailure(
+            "The app failed unexpectedly; the failure has been logged for the administrators."
+        ),
+    )

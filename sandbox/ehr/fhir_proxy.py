@@ -127,7 +127,7 @@ def proxy(path: str) -> Response:
         status = response.status_code
         return _cors(response)
     except SandboxError as error:
-        status = error.status_code
+        status = error.status
         raise
     finally:
         state.log_fhir_request(

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from plumbing.errors import operation_outcome
 from sandbox.ehr.access import Access, check_request, filter_response, interaction_of
-from sandbox.ehr.errors import SandboxError, UpstreamError, operation_outcome
+from sandbox.ehr.errors import SandboxError, UpstreamError
 from sandbox.ehr.upstream import Upstream, rewrite_urls
 
 _TOKEN = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
@@ -108,7 +109,7 @@ def _run_query(query: str, access: Access, upstream: Upstream, public_fhir_base:
         interaction = interaction_of("GET", segments, params)
         check_request(access, interaction, params)
     except SandboxError as refused:
-        return "operation-outcome", operation_outcome(refused.detail, refused.code), refused.detail
+        return "operation-outcome", operation_outcome(refused.diagnostics, refused.issue), refused.diagnostics
     response = upstream.request("GET", path, query=query_string)
     if response.status in (404, 410) and interaction.kind == "read":
         return "null", None, f"the FHIR server has no {path}"
@@ -124,7 +125,7 @@ def _run_query(query: str, access: Access, upstream: Upstream, public_fhir_base:
     try:
         body = filter_response(access, response.body)
     except SandboxError as refused:
-        return "operation-outcome", operation_outcome(refused.detail, refused.code), refused.detail
+        return "operation-outcome", operation_outcome(refused.diagnostics, refused.issue), refused.diagnostics
     body = rewrite_urls(body, upstream.base_url, public_fhir_base)
     outcome = "bundle" if body.get("resourceType") == "Bundle" else "resource"
     return outcome, body, ""
@@ -155,7 +156,7 @@ def fill_prefetch(
             outcome, value, detail = _run_query(query, access, upstream, public_fhir_base)
         except UpstreamError as error:
             # The spec: omit the key when details cannot be provided (e.g. connectivity issues).
-            result.notes.append(PrefetchNote(key, template, query, "omitted", error.detail))
+            result.notes.append(PrefetchNote(key, template, query, "omitted", error.diagnostics))
             continue
         result.values[key] = value
         result.notes.append(PrefetchNote(key, template, query, outcome, detail))
