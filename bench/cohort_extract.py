@@ -169,8 +169,8 @@ def main() -> None:
     engines = args.engines.split(",")
     spark_scales = {int(s) for s in args.spark_scales.split(",")}
     header = "| scale | run | what | Observations | seconds | Observations/s | vs scan | peak RSS (MiB) |"
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
-    notes = []
+    lines = _Printed([header, "|---|---|---|---|---|---|---|---|"])
+    notes = _Printed()
     for scale in (int(s) for s in args.scales.split(",")):
         data = scaled(args.data, scale)
         observations = base.get("Observation", 0) * scale
@@ -195,9 +195,22 @@ def main() -> None:
                     f"scale {scale} run {number}: Spark at {times['duckdb'] / times['spark']:.2f}x DuckDB's "
                     f"rate; tables {'identical' if same else 'DIFFERENT'}"
                 )
-    sys.stdout.write("\n" + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     sys.stdout.write(f"load average at the end: {load}\n")
+
+
+class _Printed(list[str]):
+    """Lines printed as they are measured: a long run interrupted still shows what it measured."""
+
+    def __init__(self, first: list[str] | None = None) -> None:
+        super().__init__()
+        for line in first or []:
+            self.append(line)
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _line(scale: int, run_: int, what: str, n: int, seconds: float, *, scan: float, peak: int) -> str:
