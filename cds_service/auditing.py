@@ -1,7 +1,8 @@
 """Turning each hook call and each feedback item into a spooled AuditEvent.
 
-Views note what they learn in ``flask.g.audit``; after the response is made (whatever its status,
-errors included) the record is built by ``fhir_mappings.audit`` and put in the spool.
+Views note what they learn on the call's typed ``CallNotes`` (``notes()``); after the response
+is made (whatever its status, errors included) the record is built by ``fhir_mappings.audit``
+and put in the spool.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -32,11 +33,51 @@ HOOK_ENDPOINT = "cds.call_service"
 FEEDBACK_ENDPOINT = "cds.feedback"
 
 
-def note(**facts: Any) -> None:
-    """Record facts about the current call for its audit record."""
-    if "audit" not in g:
-        g.audit = {}
-    g.audit.update(facts)
+@dataclass
+class FeedbackNote:
+    """One feedback item as its record states it (the card's own facts looked up)."""
+
+    card: str
+    outcome: str
+    outcome_timestamp: str
+    hook_instance: str | None
+    patient_id: str | None
+    override_code: str | None
+    override_display: str | None
+    user_comment_given: bool
+    accepted_suggestions: tuple[str, ...]
+
+
+@dataclass
+class CallNotes:
+    """What a hook or feedback call has learned, for its audit record and its metrics."""
+
+    hook_instance: str | None = None
+    hook: str | None = None
+    user: str | None = None
+    patient_id: str | None = None
+    fhir_server: str | None = None
+    orders: list[str] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    score: int | None = None
+    lower: int | None = None
+    upper: int | None = None
+    status_of_score: str | None = None
+    card_uuid: str | None = None
+    outcome_text: str | None = None
+    #: Resources of another patient, or of none, that were left out.
+    foreign: list[str] = field(default_factory=list)
+    untied: list[str] = field(default_factory=list)
+    feedback: list[FeedbackNote] = field(default_factory=list)
+
+
+def notes() -> CallNotes:
+    """The current call's notes (made on first use)."""
+    found = g.get("call_notes")
+    if not isinstance(found, CallNotes):
+        found = g.call_notes = CallNotes()
+    return found
 
 
 def _service_url(settings: Settings) -> str:
@@ -81,13 +122,13 @@ def _outcome_text(response: Response, success: str) -> str:
     return f"HTTP {response.status_code}: {issues[0].get('diagnostics', '')}".strip()
 
 
-def _target(settings: Settings, facts: dict[str, Any]) -> str:
+def _target(settings: Settings, facts: CallNotes) -> str:
     """Empty: the configured audit repository (resolved at delivery). 'ehr': this call's server,
     when it passes the same rules as call-backs (allow-list, https); otherwise the record stays
     in the spool, never sent where the caller pointed."""
     if settings.audit_fhir_url != "ehr":
         return ""
-    server = facts.get("fhir_server")
+    server = facts.fhir_server
     if isinstance(server, str) and fhir_destinations(settings).allows(server):
         return server
     if server:
@@ -98,7 +139,7 @@ def _target(settings: Settings, facts: dict[str, Any]) -> str:
 def _spool_records(
     response: Response, settings: Settings, spool: AuditSpool, clock: Callable[[], datetime]
 ) -> None:
-    facts: dict[str, Any] = dict(g.get("audit", {}))
+    facts = notes()
     caller = g.get("caller")
     iss, tenant, jti = (caller.iss, caller.tenant, caller.jti) if caller else (None, None, None)
     if caller is not None:
@@ -110,28 +151,28 @@ def _spool_records(
     service_id = (request.view_args or {}).get("service_id", "")
     now = clock()
     if request.endpoint == FEEDBACK_ENDPOINT:
-        for item in facts.get("feedback", []):
+        for item in facts.feedback:
             event = feedback_audit_event(
                 FeedbackAuditFacts(
-                    card_uuid=item["card"],
-                    hook_instance=item.get("hook_instance"),
+                    card_uuid=item.card,
+                    hook_instance=item.hook_instance,
                     service_id=service_id,
-                    outcome=item["outcome"],
-                    outcome_timestamp=item["outcome_timestamp"],
+                    outcome=item.outcome,
+                    outcome_timestamp=item.outcome_timestamp,
                     recorded=now,
                     service_url=_service_url(settings),
                     iss=iss,
                     tenant=tenant,
-                    patient_id=item.get("patient_id"),
+                    patient_id=item.patient_id,
                     client=client,
-                    override_code=item.get("override_code"),
-                    override_display=item.get("override_display"),
-                    user_comment_given=bool(item.get("user_comment_given")),
-                    accepted_suggestions=tuple(item.get("accepted_suggestions", ())),
+                    override_code=item.override_code,
+                    override_display=item.override_display,
+                    user_comment_given=item.user_comment_given,
+                    accepted_suggestions=item.accepted_suggestions,
                 )
             )
             spool.put(event, _target(settings, facts))
-        if not facts.get("feedback"):
+        if not facts.feedback:
             refused = feedback_call_audit_event(
                 FeedbackCallAuditFacts(
                     request_id=str(g.get("request_id") or uuid.uuid4()),
@@ -148,35 +189,35 @@ def _spool_records(
             )
             spool.put(refused, _target(settings, facts))
         return
-    hook_instance = facts.get("hook_instance") or f"request-{g.get('request_id') or uuid.uuid4()}"
-    if response.status_code >= 400 and not facts.get("outcome_text"):
-        facts["outcome_text"] = _outcome_text(response, "")
+    hook_instance = facts.hook_instance or f"request-{g.get('request_id') or uuid.uuid4()}"
+    if response.status_code >= 400 and not facts.outcome_text:
+        facts.outcome_text = _outcome_text(response, "")
     event = hook_audit_event(
         HookAuditFacts(
             hook_instance=hook_instance,
-            hook=facts.get("hook", "unknown"),
+            hook=facts.hook or "unknown",
             service_id=service_id,
             recorded=now,
             status=response.status_code,
-            outcome_text=facts.get("outcome_text") or f"HTTP {response.status_code}",
+            outcome_text=facts.outcome_text or f"HTTP {response.status_code}",
             service_url=_service_url(settings),
             iss=iss,
             tenant=tenant,
             jti=jti,
-            user=facts.get("user"),
-            patient_id=facts.get("patient_id"),
-            orders=tuple(facts.get("orders", ())),
-            observations=tuple(facts.get("observations", ())),
-            queries=tuple(facts.get("queries", ())),
-            card_uuid=facts.get("card_uuid"),
-            score=facts.get("score"),
-            lower=facts.get("lower"),
-            upper=facts.get("upper"),
-            status_of_score=facts.get("status_of_score"),
-            fhir_base=facts.get("fhir_server"),
+            user=facts.user,
+            patient_id=facts.patient_id,
+            orders=tuple(facts.orders),
+            observations=tuple(facts.observations),
+            queries=tuple(facts.queries),
+            card_uuid=facts.card_uuid,
+            score=facts.score,
+            lower=facts.lower,
+            upper=facts.upper,
+            status_of_score=facts.status_of_score,
+            fhir_base=facts.fhir_server,
             client=client,
-            foreign=tuple(facts.get("foreign", ())),
-            untied=tuple(facts.get("untied", ())),
+            foreign=tuple(facts.foreign),
+            untied=tuple(facts.untied),
         )
     )
     spool.put(event, _target(settings, facts))

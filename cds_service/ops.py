@@ -26,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from cds_service.audit import AuditSpool
+from cds_service.auditing import CallNotes, notes
 from cds_service.auth import AuthenticationFailed
 from cds_service.errors import outcome_response
 from cds_service.metrics import (
@@ -153,11 +154,11 @@ def install_request_timing(app: Flask) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         if request.endpoint == "cds.call_service":
-            facts = g.get("audit", {})
-            cards = 1 if facts.get("card_uuid") else 0
+            facts = notes()
+            cards = 1 if facts.card_uuid else 0
             record_hook(
                 (request.view_args or {}).get("service_id", ""),
-                facts.get("hook", "unknown"),
+                facts.hook or "unknown",
                 response.status_code,
                 cards,
                 time.perf_counter() - g.get("ops_started", time.perf_counter()),
@@ -165,14 +166,14 @@ def install_request_timing(app: Flask) -> None:
             if cards:
                 CARDS.labels(_stratum(facts)).inc()
         elif request.endpoint == "cds.feedback" and response.status_code == 200:
-            for item in g.get("audit", {}).get("feedback", []):
-                FEEDBACK.labels(item["outcome"]).inc()
+            for item in notes().feedback:
+                FEEDBACK.labels(item.outcome).inc()
         if response.status_code == 401:
             AUTH_FAILURES.inc()
         return response
 
 
-def _stratum(facts: dict[str, Any]) -> str:
-    if facts.get("score") is not None:
-        return f"ichis-{facts['score']}"
-    return str(facts.get("status_of_score") or "unknown")
+def _stratum(facts: CallNotes) -> str:
+    if facts.score is not None:
+        return f"ichis-{facts.score}"
+    return facts.status_of_score or "unknown"

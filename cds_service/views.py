@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from cds_service.auditing import note
+from cds_service.auditing import FeedbackNote, notes
 from cds_service.cards import CardContext, build_card
 from cds_service.data import resolve
 from cds_service.declarations import BY_ID
@@ -67,13 +67,9 @@ def call_service(service_id: str) -> Response:
         raise UnknownService(f"no CDS service with id '{service_id}'")
     hook = parse_hook_body(_raw_body(), _runtime().settings.max_json_depth)
     g.hook_instance = hook.hook_instance
-    note(
-        hook_instance=hook.hook_instance,
-        hook=hook.hook,
-        user=hook.user_id,
-        patient_id=hook.patient_id,
-        fhir_server=hook.fhir_server,
-    )
+    call = notes()
+    call.hook_instance, call.hook, call.user = hook.hook_instance, hook.hook, hook.user_id
+    call.patient_id, call.fhir_server = hook.patient_id, hook.fhir_server
     if hook.hook not in ORDER_HOOKS:
         raise BadRequest(
             f"service '{service_id}' answers the order-select and order-sign hooks, not '{hook.hook}'",
@@ -88,13 +84,13 @@ def call_service(service_id: str) -> Response:
     _left_out("draft order", for_patient(hook.draft_orders, patient, ORDER_TYPES))
     only = hook.selections if hook.hook == "order-select" else None
     orders = find_checkpoint_orders(hook.draft_orders, runtime.drugs, only=only, patient=patient)
-    note(orders=list(dict.fromkeys(o.order for o in orders)))
+    call.orders = list(dict.fromkeys(o.order for o in orders))
     if not orders:
-        note(outcome_text="no checkpoint-inhibitor order: no card")
+        call.outcome_text = "no checkpoint-inhibitor order: no card"
         log.info("no checkpoint-inhibitor order", extra={"cards": 0})
         return _json({"cards": []})
     data = resolve(hook, runtime.templates, current().http, runtime.settings)
-    note(queries=list(data.queries.values()))
+    call.queries = list(data.queries.values())
     at = current().clock()
     assessment = assess(data.entries("labs"), at, runtime.mapping, patient=patient)
     _left_out("result", assessment.subjects)
@@ -102,17 +98,12 @@ def call_service(service_id: str) -> Response:
     _left_out("condition", for_patient(conditions, patient, frozenset({"Condition"})))
     scope = assess_scope(conditions, runtime.diagnoses, patient=patient)
     result = assessment.result
-    note(
-        observations=_observations_used(assessment),
-        score=result.score,
-        lower=result.lower,
-        upper=result.upper,
-        status_of_score=result.status.value,
-    )
+    call.observations = _observations_used(assessment)
+    call.score, call.lower, call.upper = result.score, result.lower, result.upper
+    call.status_of_score = result.status.value
     if scope.scope is not Scope.NSCLC and runtime.settings.scope_policy == "suppress":
-        note(
-            outcome_text="outside the derivation population: card suppressed by policy", status_of_score=None
-        )
+        call.outcome_text = "outside the derivation population: card suppressed by policy"
+        call.status_of_score = None
         log.info("outside the derivation population: no card", extra={"cards": 0})
         return _json({"cards": []})
     launch = runtime.settings.smart_launch_url
@@ -142,7 +133,7 @@ def call_service(service_id: str) -> Response:
         },
         issued_at=at.isoformat(),
     )
-    note(card_uuid=card["uuid"], outcome_text="card issued")
+    call.card_uuid, call.outcome_text = card["uuid"], "card issued"
     log.info(
         "card issued",
         extra={"cards": 1, "prefetched": data.prefetched, "fetched": data.fetched},
@@ -164,11 +155,9 @@ def _left_out(noun: str, check: SubjectCheck) -> None:
             "no_subject": list(check.untied),
         },
     )
-    facts = g.get("audit", {})
-    note(
-        foreign=[*facts.get("foreign", ()), *check.foreign],
-        untied=[*facts.get("untied", ()), *check.untied],
-    )
+    call = notes()
+    call.foreign += check.foreign
+    call.untied += check.untied
 
 
 def _observations_used(assessment: Assessment) -> list[str]:
@@ -238,25 +227,24 @@ def feedback(service_id: str) -> Response:
     store = current().store
     # The service's one clock (injected by create_app), as for the hook's order time.
     stored, duplicates = store.record_feedback(service_id, items, current().clock().isoformat())
-    audited = []
     for item in items:
         issued = store.card(item.card) or {}
         reason = item.override_reason or {}
         raw_coding = reason.get("reason")
         coding: Mapping[str, Any] = raw_coding if isinstance(raw_coding, Mapping) else {}
-        audited.append(
-            {
-                "card": item.card,
-                "outcome": item.outcome,
-                "outcome_timestamp": item.outcome_timestamp,
-                "hook_instance": issued.get("hook_instance"),
-                "patient_id": issued.get("patient_id"),
-                "override_code": coding.get("code") if isinstance(coding.get("code"), str) else None,
-                "override_display": coding.get("display") if isinstance(coding.get("display"), str) else None,
-                "user_comment_given": bool(reason.get("userComment")),
-                "accepted_suggestions": list(item.accepted_suggestions),
-            }
+        code, display = coding.get("code"), coding.get("display")
+        notes().feedback.append(
+            FeedbackNote(
+                card=item.card,
+                outcome=item.outcome,
+                outcome_timestamp=item.outcome_timestamp,
+                hook_instance=issued.get("hook_instance"),
+                patient_id=issued.get("patient_id"),
+                override_code=code if isinstance(code, str) else None,
+                override_display=display if isinstance(display, str) else None,
+                user_comment_given=bool(reason.get("userComment")),
+                accepted_suggestions=tuple(item.accepted_suggestions),
+            )
         )
-    note(feedback=audited)
     log.info("feedback", extra={"stored": stored, "duplicates": duplicates})
     return _json({"received": len(items), "stored": stored, "duplicates": duplicates})
