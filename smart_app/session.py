@@ -16,14 +16,15 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from plumbing.sqlite import Connections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -126,19 +127,8 @@ class SessionStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            yield db
-        finally:
-            db.close()
+        self._connections = Connections(path)
+        self._connections.get().executescript(_SCHEMA)
 
     def _purge(self, db: sqlite3.Connection) -> None:
         now = self.clock()
@@ -146,23 +136,21 @@ class SessionStore:
         db.execute("DELETE FROM launches WHERE expires_at < ?", (now,))
 
     def put_pending(self, session: BrowserSession, state: str, payload: dict[str, Any]) -> None:
-        with self._connect() as db:
-            self._purge(db)
-            db.execute(
-                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
-                (session.id, state, self.clock() + PENDING_SECONDS, session.seal(payload)),
-            )
+        db = self._connections.get()
+        self._purge(db)
+        db.execute(
+            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+            (session.id, state, self.clock() + PENDING_SECONDS, session.seal(payload)),
+        )
 
     def take_pending(self, session: BrowserSession, state: str) -> dict[str, Any] | None:
         """The pending authorization of ``state`` in this session, removed: a state works once."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._connections.transaction() as db:
             row = db.execute(
                 "SELECT payload, expires_at FROM pending WHERE session_id = ? AND state = ?",
                 (session.id, state),
             ).fetchone()
             db.execute("DELETE FROM pending WHERE session_id = ? AND state = ?", (session.id, state))
-            db.execute("COMMIT")
         if row is None or row[1] < self.clock():
             return None
         return session.open(row[0])
@@ -170,28 +158,28 @@ class SessionStore:
     def put_launch(
         self, session: BrowserSession, key: str, payload: dict[str, Any], expires_at: float
     ) -> None:
-        with self._connect() as db:
-            self._purge(db)
-            db.execute(
-                "INSERT OR REPLACE INTO launches VALUES (?, ?, ?, ?)",
-                (session.id, key, expires_at, session.seal(payload)),
-            )
+        db = self._connections.get()
+        self._purge(db)
+        db.execute(
+            "INSERT OR REPLACE INTO launches VALUES (?, ?, ?, ?)",
+            (session.id, key, expires_at, session.seal(payload)),
+        )
 
     def launch(self, session: BrowserSession, key: str) -> dict[str, Any] | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT payload, expires_at FROM launches WHERE session_id = ? AND launch_key = ?",
-                (session.id, key),
-            ).fetchone()
+        db = self._connections.get()
+        row = db.execute(
+            "SELECT payload, expires_at FROM launches WHERE session_id = ? AND launch_key = ?",
+            (session.id, key),
+        ).fetchone()
         if row is None or row[1] < self.clock():
             return None
         return session.open(row[0])
 
     def replace_launch(self, session: BrowserSession, key: str, payload: dict[str, Any]) -> bool:
         """Store a launch's renewed tokens, keeping when it ends; False when the launch is gone."""
-        with self._connect() as db:
-            changed = db.execute(
-                "UPDATE launches SET payload = ? WHERE session_id = ? AND launch_key = ? AND expires_at >= ?",
-                (session.seal(payload), session.id, key, self.clock()),
-            ).rowcount
+        db = self._connections.get()
+        changed = db.execute(
+            "UPDATE launches SET payload = ? WHERE session_id = ? AND launch_key = ? AND expires_at >= ?",
+            (session.seal(payload), session.id, key, self.clock()),
+        ).rowcount
         return bool(changed)
