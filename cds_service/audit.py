@@ -28,6 +28,7 @@ import requests
 
 from cds_service.sqlite import Connections
 from fhir_mappings.outbound import Destinations, UnsafeDestination
+from plumbing.errors import first_diagnostics
 
 log = logging.getLogger("ichis.audit")
 
@@ -300,8 +301,7 @@ def _entry_outcome(target: str, entry: Any) -> tuple[str | None, bool]:
     if code in (200, 201):
         return None, False
     outcome = (entry.get("response") or {}).get("outcome") if isinstance(entry, dict) else None
-    issues = outcome.get("issue") if isinstance(outcome, dict) else None
-    detail = f": {issues[0].get('diagnostics', '')}"[:300] if issues else ""
+    detail = _detail(first_diagnostics(outcome))
     # A refusal of the record itself (4xx other than auth, conflict, throttling) will not change
     # on retry; anything else may.
     permanent = 400 <= code < 500 and code not in (401, 403, 408, 409, 429)
@@ -310,7 +310,12 @@ def _entry_outcome(target: str, entry: Any) -> tuple[str | None, bool]:
 
 def _diagnostics(response: requests.Response) -> str:
     try:
-        issues = response.json().get("issue") or []
-        return f": {issues[0].get('diagnostics', '')}"[:300] if issues else ""
+        outcome = response.json()
     except ValueError:
         return ""
+    return _detail(first_diagnostics(outcome))
+
+
+def _detail(diagnostics: str) -> str:
+    """What a failure line adds of the server's own words: the diagnostics, cut short."""
+    return f": {diagnostics}"[:300] if diagnostics else ""
