@@ -26,6 +26,7 @@ from fhir_mappings.audit import (
     feedback_call_audit_event,
     hook_audit_event,
 )
+from plumbing.errors import first_diagnostics
 
 log = logging.getLogger("ichis.audit")
 
@@ -117,9 +118,7 @@ def _outcome_text(response: Response, success: str) -> str:
     """What the record says of the call's end: the OperationOutcome's diagnostics for a refusal."""
     if response.status_code < 400:
         return success
-    body = response.get_json(silent=True) or {}
-    issues = body.get("issue") or [{}]
-    return f"HTTP {response.status_code}: {issues[0].get('diagnostics', '')}".strip()
+    return f"HTTP {response.status_code}: {first_diagnostics(response.get_json(silent=True))}".strip()
 
 
 def _target(settings: Settings, facts: CallNotes) -> str:
