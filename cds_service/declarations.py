@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_mappings.config import MappingConfig
+from fhir_mappings.queries import condition_template, observation_template
 
 #: Concepts whose Observations the card needs (the two parts, and what derives IG#).
 CARD_CONCEPTS = ("neutrophils", "immature_granulocytes", "immature_granulocytes_percent", "leukocytes")
@@ -66,12 +67,8 @@ def prefetch_templates(mapping: MappingConfig, lab_count: int) -> dict[str, str]
     # a call and a wider scope, and a 412 where the EHR withholds it (CDS Hooks 2.0.1 asks for the
     # minimum necessary).
     return {
-        "labs": (
-            "Observation?patient={{context.patientId}}&code="
-            + ",".join(lab_codes(mapping))
-            + f"&_sort=-date&_count={lab_count}"
-        ),
-        "conditions": "Condition?patient={{context.patientId}}&_count=100",
+        "labs": observation_template(lab_codes(mapping), count=lab_count),
+        "conditions": condition_template(),
     }
 
 

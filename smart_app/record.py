@@ -19,6 +19,7 @@ from fhir_mappings.bundles import FhirInputError, reported_error, resource_entri
 from fhir_mappings.client import FhirClient, FhirClientError, FhirRefused, FhirTimeout
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.observations import Resource
+from fhir_mappings.queries import condition_search, observation_search
 from smart_app.errors import FhirUnavailable, TokenRefused
 from smart_app.oauth import Grants
 
@@ -42,14 +43,6 @@ def lab_codes(mapping: MappingConfig) -> list[str]:
     """``system|code`` of every code the site maps to a concept (both parts, what derives IG#, the
     rest of the blood count, the Sysmex research parameters) and of the panels that carry them."""
     return mapping.search_codes(mapping.concepts)
-
-
-def _observation_query(patient: str, mapping: MappingConfig, since: date) -> str:
-    codes = ",".join(quote(token, safe="|-._") for token in lab_codes(mapping))
-    return (
-        f"Observation?patient={quote(patient, safe='')}&code={codes}"
-        f"&date=ge{since.isoformat()}&_sort=-date&_count=100"
-    )
 
 
 def _result(error: FhirClientError) -> str:
@@ -83,14 +76,14 @@ def read_record(
     else:
         record.denied["patient"] = "patient/Patient.r"
     if grants.allows("Observation", "s"):
-        jobs["observations"] = (_observation_query(patient, mapping, since), "patient/Observation.rs")
+        jobs["observations"] = (
+            observation_search(patient, lab_codes(mapping), since=since),
+            "patient/Observation.rs",
+        )
     else:
         record.denied["observations"] = "patient/Observation.rs"
     if grants.allows("Condition", "s"):
-        jobs["conditions"] = (
-            f"Condition?patient={quote(patient, safe='')}&_count=100",
-            "patient/Condition.rs",
-        )
+        jobs["conditions"] = (condition_search(patient), "patient/Condition.rs")
     else:
         record.denied["conditions"] = "patient/Condition.rs"
     if not jobs:
