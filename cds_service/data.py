@@ -11,8 +11,7 @@ deadline and follow paging links. Data that cannot be had is a 412.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +24,7 @@ from cds_service.metrics import FHIR_CALLBACK_LATENCY, PREFETCH_KEYS
 from cds_service.security import check_fhir_server
 from cds_service.settings import Settings
 from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
-from fhir_mappings.client import FhirClient, FhirClientError, next_link
+from fhir_mappings.client import FhirClient, next_link
 from fhir_mappings.observations import Resource
 
 #: Context fields a prefetch token may name (root-level primitives of the order hooks' context).
@@ -75,12 +74,9 @@ def fill_template(template: str, request: HookRequest) -> str:
     return query
 
 
-def _timed(key: str, fetch: Callable[[Any], dict[str, Any]], argument: Any) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        return fetch(argument)
-    finally:
-        FHIR_CALLBACK_LATENCY.labels(key).observe(time.perf_counter() - started)
+def _timed(key: str, seconds: float) -> None:
+    """One call-back's latency, by prefetch key."""
+    FHIR_CALLBACK_LATENCY.labels(key).observe(seconds)
 
 
 def _is_outcome(value: Any) -> bool:
@@ -142,27 +138,24 @@ def resolve(
         deadline=time.monotonic() + settings.fhir_deadline_seconds,
         max_pages=settings.max_fhir_pages,
     )
-    jobs: dict[str, Any] = {}
-    with ThreadPoolExecutor(max_workers=len(to_fetch) + len(continue_paging)) as pool:
-        for key, query in to_fetch.items():
-            resolved.queries[key] = query
-            jobs[key] = pool.submit(_timed, key, client.search, query)
-        for key, bundle in continue_paging.items():
-            jobs[key] = pool.submit(_timed, key, client.follow_pages, bundle)
-        failures: list[str] = []
-        for key, job in jobs.items():
-            try:
-                value = job.result()
-                resolved.keep(key, value)
-                if (error_text := reported_error(value)) is not None:
-                    failures.append(f"{key}: the FHIR server reported an error in the results ({error_text})")
-                    continue
-                resolved.fetched.append(key)
-                PREFETCH_KEYS.labels(key, "fetched").inc()
-            except FhirInputError as error:
-                failures.append(f"{key}: the FHIR server sent a malformed Bundle ({error})")
-            except FhirClientError as error:
-                failures.append(f"{key}: {error.detail}")
+    resolved.queries.update(to_fetch)
+    gathered = client.gather({**to_fetch, **continue_paging}, timing=_timed)
+    failures: list[str] = []
+    for key in [*to_fetch, *continue_paging]:
+        if key in gathered.failures:
+            failures.append(f"{key}: {gathered.failures[key].detail}")
+            continue
+        value = gathered.values[key]
+        try:
+            resolved.keep(key, value)
+        except FhirInputError as error:
+            failures.append(f"{key}: the FHIR server sent a malformed Bundle ({error})")
+            continue
+        if (error_text := reported_error(value)) is not None:
+            failures.append(f"{key}: the FHIR server reported an error in the results ({error_text})")
+            continue
+        resolved.fetched.append(key)
+        PREFETCH_KEYS.labels(key, "fetched").inc()
     if failures:
         raise DataUnavailable("could not obtain " + "; ".join(failures))
     return resolved

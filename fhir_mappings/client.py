@@ -1,4 +1,4 @@
-"""The one module that talks to FHIR servers: reads and searches with paging, under a deadline.
+"""The one module that talks to FHIR servers: reads and searches with paging, side by side, under a deadline.
 
 Errors are mapped once, here, to ``FhirClientError`` subclasses that carry the server's
 OperationOutcome when it sent one. The bearer token is sent only to the server it belongs to:
@@ -8,8 +8,9 @@ paging links and redirects that point elsewhere are refused, not followed.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -19,7 +20,7 @@ from fhir_mappings.bundles import loads
 from fhir_mappings.observations import items_of
 from fhir_mappings.outbound import request_origin, same_origin
 
-__all__ = ["FhirClient", "FhirClientError", "next_link", "request_origin", "same_origin"]
+__all__ = ["FhirClient", "FhirClientError", "Gathered", "next_link", "request_origin", "same_origin"]
 
 FHIR_JSON = "application/fhir+json"
 #: Redirects followed within the server's own origin before the answer counts as a failure.
@@ -48,6 +49,14 @@ class FhirUnreachable(FhirClientError):
 
 class FhirRefused(FhirClientError):
     """The server refused the token or the query (401, 403, other 4xx)."""
+
+
+@dataclass
+class Gathered:
+    """What requests run side by side brought back: each key's resource, or why it did not come."""
+
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, FhirClientError] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +146,36 @@ class FhirClient:
         if body.get("resourceType") == "Bundle":
             return self.follow_pages(body)
         return dict(body)
+
+    def gather(
+        self,
+        searches: Mapping[str, str | Mapping[str, Any]],
+        *,
+        # Told each key and the seconds it took (the service's call-back latency metric).
+        timing: Callable[[str, float], None] | None = None,
+    ) -> Gathered:
+        """Each key's search (a query, or a first page to follow) run side by side within the one deadline."""
+
+        def run(key: str, search: str | Mapping[str, Any]) -> dict[str, Any]:
+            started = time.perf_counter()
+            try:
+                return self.search(search) if isinstance(search, str) else self.follow_pages(search)
+            finally:
+                if timing is not None:
+                    timing(key, time.perf_counter() - started)
+
+        gathered = Gathered()
+        if not searches:
+            return gathered
+        with ThreadPoolExecutor(max_workers=len(searches)) as pool:
+            futures = {key: pool.submit(run, key, search) for key, search in searches.items()}
+            for key, future in futures.items():
+                # Kept per key: one refused search must not hide what the others found.
+                try:
+                    gathered.values[key] = future.result()
+                except FhirClientError as failure:
+                    gathered.failures[key] = failure
+        return gathered
 
 
 def _entries(bundle: Mapping[str, Any]) -> list[Any]:

@@ -8,7 +8,6 @@ parsed with exact decimals by the client (``fhir_mappings.bundles.loads``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -88,15 +87,8 @@ def read_record(
         record.denied["conditions"] = "patient/Condition.rs"
     if not jobs:
         return record
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        futures = {part: pool.submit(client.search, query) for part, (query, _) in jobs.items()}
-        answers: dict[str, Any] = {}
-        failures: dict[str, FhirClientError] = {}
-        for part, future in futures.items():
-            try:
-                answers[part] = future.result()
-            except FhirClientError as failure:
-                failures[part] = failure
+    gathered = client.gather({part: query for part, (query, _) in jobs.items()})
+    answers, failures = gathered.values, gathered.failures
     for part, (query, _) in jobs.items():
         result = _result(failures[part]) if part in failures else "200"
         if reported_error(answers.get(part)) is not None:
