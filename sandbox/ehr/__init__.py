@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import Flask
 
+from sandbox.ehr.auth_endpoints import auth_blueprint
 from sandbox.ehr.errors import register_error_handlers
 from sandbox.ehr.fhir_proxy import fhir_blueprint
-from sandbox.ehr.oauth import auth_blueprint
 from sandbox.ehr.pages import pages_blueprint, testing_blueprint
 from sandbox.ehr.settings import load_settings
 from sandbox.ehr.state import EXTENSION, EhrState

@@ -17,14 +17,15 @@ responses, OpenID Connect id tokens. This module adds what SMART asks of an EHR:
   answer brings the next one with the new access token, for the same grant (scope, patient).
 
 Consent is approved automatically for the one **sandbox user** (``user_id``, ``user_name``):
-the simulated clinician who is always logged in to this EHR. No login page.
+the simulated clinician who is always logged in to this EHR. No login page. The HTTP endpoints
+are ``sandbox.ehr.auth_endpoints``; this module knows nothing of requests or of the EHR's state.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
@@ -32,22 +33,16 @@ from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
     ClientMixin,
     InvalidRequestError,
     InvalidScopeError,
-    OAuth2Error,
     RefreshTokenGrant,
 )
 from authlib.oauth2.rfc6750 import BearerTokenGenerator  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
 from authlib.oidc.core.grants import OpenIDCode  # type: ignore[import-untyped]
-from flask import Blueprint, Response, render_template, request
 
 from sandbox.ehr.access import grant_scopes
-from sandbox.ehr.display import patient_name
-from sandbox.ehr.errors import BadRequest
+from sandbox.ehr.keys import SigningKeys
 from sandbox.ehr.settings import RegisteredClient, Settings
-from sandbox.ehr.store import AuthorizationCodeRecord, LaunchContext, RefreshTokenRecord, TokenRecord
-
-if TYPE_CHECKING:
-    from sandbox.ehr.state import EhrState
+from sandbox.ehr.store import AuthorizationCodeRecord, LaunchContext, RefreshTokenRecord, Store, TokenRecord
 
 ID_TOKEN_LIFETIME = 300
 #: Scopes that ask for a refresh token (SMART 2.2, "Scopes for requesting a refresh token"),
@@ -126,14 +121,14 @@ class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]  # noqa: RUF012 - Authlib's own attribute
 
     @property
-    def ehr(self) -> EhrState:
-        state: EhrState = self.server.ehr
-        return state
+    def issuer(self) -> SmartAuthorizationServer:
+        server: SmartAuthorizationServer = self.server
+        return server
 
     def save_authorization_code(self, code: str, oauth_request: Any) -> None:
         data = oauth_request.payload.data
-        now = self.ehr.store.clock()
-        self.ehr.store.save_code(
+        now = self.issuer.store.clock()
+        self.issuer.store.save_code(
             AuthorizationCodeRecord(
                 code=code,
                 client_id=oauth_request.client.get_client_id(),
@@ -145,18 +140,18 @@ class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
                 code_challenge_method=data["code_challenge_method"],
                 nonce=data.get("nonce"),
                 auth_time=int(now),
-                expires_at=now + self.ehr.settings.code_ttl,
+                expires_at=now + self.issuer.settings.code_ttl,
             )
         )
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCodeRecord | None:
-        return self.ehr.store.take_code(code, client.get_client_id())
+        return self.issuer.store.take_code(code, client.get_client_id())
 
     def delete_authorization_code(self, authorization_code: AuthorizationCodeRecord) -> None:
         return None  # take_code already spent it: a code is good for one token request only
 
     def authenticate_user(self, authorization_code: AuthorizationCodeRecord) -> SandboxUser:
-        return self.ehr.sandbox_user
+        return self.issuer.sandbox_user
 
 
 class SmartRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
@@ -167,32 +162,32 @@ class SmartRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     @property
-    def ehr(self) -> EhrState:
-        state: EhrState = self.server.ehr
-        return state
+    def issuer(self) -> SmartAuthorizationServer:
+        server: SmartAuthorizationServer = self.server
+        return server
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
-        return self.ehr.store.refresh_token(refresh_token)
+        return self.issuer.store.refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token: RefreshTokenRecord) -> SandboxUser:
-        return self.ehr.sandbox_user
+        return self.issuer.sandbox_user
 
     def revoke_old_credential(self, refresh_token: RefreshTokenRecord) -> None:
-        self.ehr.store.revoke_refresh_token(refresh_token.refresh_token)
+        self.issuer.store.revoke_refresh_token(refresh_token.refresh_token)
 
 
 class SmartLaunch:
     """SMART's additions to the grant: ``aud``, launch context, granted scopes, context in the token."""
 
-    def __init__(self, state: EhrState) -> None:
-        self.state = state
+    def __init__(self, issuer: SmartAuthorizationServer) -> None:
+        self.issuer = issuer
 
     def __call__(self, grant: Any) -> None:
         grant.register_hook("after_validate_authorization_request_payload", self.validate_authorization)
         grant.register_hook("after_create_token_response", self.add_launch_context)
 
     def validate_authorization(self, grant: Any, redirect_uri: str) -> None:
-        settings = self.state.settings
+        settings = self.issuer.settings
         oauth_request = grant.request
         data = oauth_request.payload.data
         audience = data.get("aud") or data.get("resource")  # RFC 8707 resource is a synonym
@@ -213,10 +208,10 @@ class SmartLaunch:
         oauth_request.smart_context = context
 
     def _context(self, data: Any, requested: list[str]) -> LaunchContext:
-        user = self.state.sandbox_user.reference
+        user = self.issuer.sandbox_user.reference
         launch_id = data.get("launch")
         if launch_id:
-            context = self.state.store.launch(launch_id)
+            context = self.issuer.store.launch(launch_id)
             if context is None:
                 raise InvalidRequestError("the launch id is unknown or has expired; launch the app again")
             return context
@@ -228,7 +223,7 @@ class SmartLaunch:
 
     def add_launch_context(self, grant: Any, response: Any) -> None:
         _, token, _ = response
-        settings = self.state.settings
+        settings = self.issuer.settings
         context: LaunchContext = grant.request.authorization_code.context
         if context.patient:
             token["patient"] = context.patient
@@ -249,26 +244,26 @@ class SmartLaunch:
 class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
     """id tokens (RS256) with SMART's ``fhirUser`` claim, when ``openid`` is granted."""
 
-    def __init__(self, state: EhrState) -> None:
+    def __init__(self, issuer: SmartAuthorizationServer) -> None:
         super().__init__(require_nonce=False)
-        self.state = state
+        self.issuer = issuer
 
     def exists_nonce(self, nonce: str, oauth_request: Any) -> bool:
         return False  # the sandbox does not track nonces; the app checks the one it sent
 
     def resolve_client_private_key(self, client: Client) -> Any:
-        return self.state.keys.id_token
+        return self.issuer.keys.id_token
 
     def get_client_algorithm(self, client: Client) -> str:
         return "RS256"
 
     def get_encode_header(self, client: Client) -> dict[str, Any]:
-        return {"alg": "RS256", "kid": self.state.keys.id_token.kid, "typ": "JWT"}
+        return {"alg": "RS256", "kid": self.issuer.keys.id_token.kid, "typ": "JWT"}
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
-        now = int(self.state.store.clock())
+        now = int(self.issuer.store.clock())
         return {
-            "iss": self.state.settings.issuer,
+            "iss": self.issuer.settings.issuer,
             "aud": client.get_client_id(),
             "iat": now,
             "exp": now + ID_TOKEN_LIFETIME,
@@ -277,17 +272,19 @@ class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
     def generate_user_info(self, user: SandboxUser, scope: str) -> dict[str, Any]:
         info: dict[str, Any] = {"sub": user.reference, "name": user.name}
         if "fhirUser" in scope.split():
-            info["fhirUser"] = f"{self.state.settings.fhir_base_url}/{user.reference}"
+            info["fhirUser"] = f"{self.issuer.settings.fhir_base_url}/{user.reference}"
         return info
 
 
 class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    """Authlib's Flask authorization server over the sandbox's client registry and store."""
+    """Authlib's Flask authorization server over the sandbox's client registry, store and keys."""
 
-    def __init__(self, state: EhrState) -> None:
+    def __init__(self, settings: Settings, store: Store, keys: SigningKeys, user: SandboxUser) -> None:
         super().__init__()
-        self.ehr = state
-        settings = state.settings
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.sandbox_user = user
         self._clients = {c.client_id: Client(c) for c in settings.clients}
         bearer = BearerTokenGenerator(
             access_token_generator=lambda **_: secrets.token_urlsafe(32),
@@ -303,7 +300,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
         self.register_token_generator("default", generate)
         self.register_grant(
-            SmartCodeGrant, [RequireS256(required=True), SmartLaunch(state), SmartOpenIDCode(state)]
+            SmartCodeGrant, [RequireS256(required=True), SmartLaunch(self), SmartOpenIDCode(self)]
         )
         self.register_grant(SmartRefreshGrant)
 
@@ -320,7 +317,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             authorization: AuthorizationCodeRecord = oauth_request.authorization_code
             patient, encounter = authorization.context.patient, authorization.context.encounter
             user, code = authorization.user, authorization.code
-        now = self.ehr.store.clock()
+        now = self.store.clock()
         scope = token.get("scope", "")
         grant: dict[str, Any] = {
             "client_id": oauth_request.client.get_client_id(),
@@ -331,14 +328,14 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             "code": code,
         }
         expires_in = int(token["expires_in"])
-        self.ehr.store.save_token(
+        self.store.save_token(
             TokenRecord(access_token=token["access_token"], expires_at=now + expires_in, **grant)
         )
         if "refresh_token" in token:
             lifetime = REFRESH_LIFETIME[
                 "offline_access" if "offline_access" in scope.split() else "online_access"
             ]
-            self.ehr.store.save_refresh_token(
+            self.store.save_refresh_token(
                 RefreshTokenRecord(refresh_token=token["refresh_token"], expires_at=now + lifetime, **grant)
             )
 
@@ -408,70 +405,3 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
     }
-
-
-def _state() -> EhrState:
-    from sandbox.ehr.state import current_state  # noqa: PLC0415 - state imports this module
-
-    return current_state()
-
-
-auth_blueprint = Blueprint("auth", __name__)
-
-
-def _cors(response: Response) -> Response:
-    """Token responses readable by browser apps from their registered origins (SMART 2.2, CORS)."""
-    origin = request.headers.get("Origin")
-    if origin and origin in _state().registered_origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-        response.headers["Vary"] = "Origin"
-    return response
-
-
-@auth_blueprint.route("/auth/authorize", methods=["GET", "POST"])
-def authorize() -> Response:
-    """The authorization endpoint: validate, then approve as the sandbox user (or pick a patient)."""
-    state = _state()
-    server = state.oauth
-    try:
-        grant = server.get_consent_grant(end_user=state.sandbox_user)
-    except OAuth2Error as error:
-        if error.redirect_uri:
-            # The redirect URI was checked against the registration: errors may go back to the app.
-            response: Response = server.handle_error_response(None, error)
-            return response
-        raise BadRequest(
-            f"{error.error}: {error.description or 'the authorization request is invalid'}"
-        ) from None
-    context: LaunchContext = grant.request.smart_context
-    if "launch/patient" in grant.request.scope.split() and context.patient is None:
-        params = {k: v for k, v in request.values.items() if k != "sandbox_patient"}
-        patients = state.patient_choices()
-        page = render_template(
-            "pick_patient.html",
-            params=params,
-            patients=patients,
-            patient_name=patient_name,
-            user=state.sandbox_user,
-        )
-        return Response(page, mimetype="text/html")
-    if context.patient is not None and context.patient == request.values.get("sandbox_patient"):
-        state.require_patient(context.patient)  # a standalone pick must name a patient that exists
-    approved: Response = server.create_authorization_response(grant_user=state.sandbox_user, grant=grant)
-    return approved
-
-
-# Flask would answer OPTIONS itself, without the CORS headers: the preflight route below does.
-@auth_blueprint.route("/auth/token", methods=["POST"], provide_automatic_options=False)
-def token() -> Response:
-    """The token endpoint (Authlib): code + PKCE verifier (+ client secret) for a token and context."""
-    response: Response = _state().oauth.create_token_response()
-    return _cors(response)
-
-
-@auth_blueprint.route("/auth/token", methods=["OPTIONS"])
-def token_preflight() -> Response:
-    response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "POST"
-    return _cors(response)

@@ -13,23 +13,23 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as Redirect
 
+from sandbox.ehr.actions import (
+    accept_suggestions,
+    discard_order,
+    draft_order,
+    fire_hook,
+    launch_app,
+    open_chart,
+    override_card,
+)
 from sandbox.ehr.display import lab_rows, patient_name
 from sandbox.ehr.errors import BadRequest, NotFound
 from sandbox.ehr.oauth import openid_configuration
 from sandbox.ehr.orders import CATALOGUE, order_label
 from sandbox.ehr.state import EhrState, current_state
 from sandbox.ehr.store import LaunchContext
-from sandbox.ehr.workspace import (
-    Workspace,
-    accept_suggestions,
-    discard_order,
-    draft_order,
-    fhir_id,
-    fire_hook,
-    launch_app,
-    open_chart,
-    override_card,
-)
+from sandbox.ehr.upstream import fhir_id
+from sandbox.ehr.workspace import Workspace
 
 pages_blueprint = Blueprint("pages", __name__)
 

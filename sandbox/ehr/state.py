@@ -15,8 +15,8 @@ from sandbox.ehr.keys import SigningKeys
 from sandbox.ehr.oauth import SandboxUser, SmartAuthorizationServer
 from sandbox.ehr.settings import Settings
 from sandbox.ehr.store import Store
-from sandbox.ehr.upstream import Upstream
-from sandbox.ehr.workspace import Workspaces, fhir_id
+from sandbox.ehr.upstream import Upstream, fhir_id
+from sandbox.ehr.workspace import Workspaces
 
 EXTENSION = "ichis_sandbox_ehr"
 FHIR_LOG_LIMIT = 1000
@@ -45,7 +45,7 @@ class EhrState:
         self.cds = CdsClient(settings, self.keys)
         self.sandbox_user = SandboxUser(settings.user_id, settings.user_name)
         self.workspaces = Workspaces()
-        self.oauth = SmartAuthorizationServer(self)
+        self.oauth = SmartAuthorizationServer(settings, self.store, self.keys, self.sandbox_user)
         self._log_lock = threading.Lock()
         self._fhir_log: list[FhirLogEntry] = []
         self.registered_origins = frozenset(

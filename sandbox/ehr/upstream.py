@@ -7,15 +7,24 @@ JSON is read with plain floats: the EHR shows and forwards values, it never comp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from sandbox.ehr.errors import UpstreamError
+from sandbox.ehr.errors import BadRequest, UpstreamError
 
 FHIR_JSON = "application/fhir+json"
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def fhir_id(value: str) -> str:
+    """A FHIR logical id (R4 ``id`` datatype), or BadRequest: ids end up in URLs sent to HAPI."""
+    if not _FHIR_ID.fullmatch(value):
+        raise BadRequest(f"{value!r} is not a FHIR id")
+    return value
 
 
 @dataclass(frozen=True)
