@@ -9,6 +9,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import OAuth2Error  # type: ignore[import-untyped]
 from flask import Blueprint, Response, render_template, request
 
+from sandbox.ehr.cors import allow_registered_origin, preflight_response
 from sandbox.ehr.display import patient_name
 from sandbox.ehr.errors import BadRequest
 from sandbox.ehr.state import current_state
@@ -16,15 +17,8 @@ from sandbox.ehr.store import LaunchContext
 
 auth_blueprint = Blueprint("auth", __name__)
 
-
-def _cors(response: Response) -> Response:
-    """Token responses readable by browser apps from their registered origins (SMART 2.2, CORS)."""
-    origin = request.headers.get("Origin")
-    if origin and origin in current_state().registered_origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-        response.headers["Vary"] = "Origin"
-    return response
+#: What a browser app may send to the token endpoint.
+_CORS_HEADERS = "Authorization, Content-Type"
 
 
 @auth_blueprint.route("/auth/authorize", methods=["GET", "POST"])
@@ -65,11 +59,9 @@ def authorize() -> Response:
 def token() -> Response:
     """The token endpoint (Authlib): code + PKCE verifier (+ client secret) for a token and context."""
     response: Response = current_state().oauth.create_token_response()
-    return _cors(response)
+    return allow_registered_origin(response, _CORS_HEADERS)
 
 
 @auth_blueprint.route("/auth/token", methods=["OPTIONS"])
 def token_preflight() -> Response:
-    response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "POST"
-    return _cors(response)
+    return preflight_response("POST", _CORS_HEADERS)

@@ -15,12 +15,14 @@ from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, jsonify, request
 
+from plumbing.errors import FHIR_JSON
 from sandbox.ehr.access import Access, check_request, filter_response, interaction_of
+from sandbox.ehr.cors import allow_registered_origin, preflight_response
 from sandbox.ehr.errors import SandboxError, Unauthenticated, UpstreamError
 from sandbox.ehr.oauth import smart_configuration
 from sandbox.ehr.state import FhirLogEntry, current_state
 from sandbox.ehr.store import TokenRecord
-from sandbox.ehr.upstream import FHIR_JSON, Upstream, rewrite_urls
+from sandbox.ehr.upstream import Upstream, rewrite_urls
 
 fhir_blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -92,21 +94,14 @@ def _authenticate(token: str | None) -> TokenRecord:
     return record
 
 
-def _cors(response: Response) -> Response:
-    origin = request.headers.get("Origin")
-    if origin and origin in current_state().registered_origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Accept"
-        response.headers["Vary"] = "Origin"
-    return response
+#: What a browser app may send to the FHIR endpoint.
+_FHIR_HEADERS = "Authorization, Content-Type, Accept"
 
 
 @fhir_blueprint.route("", defaults={"path": ""}, methods=["OPTIONS"])
 @fhir_blueprint.route("/<path:path>", methods=["OPTIONS"])
 def preflight(path: str) -> Response:
-    response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "GET, POST"
-    return _cors(response)
+    return preflight_response("GET, POST", _FHIR_HEADERS)
 
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -125,7 +120,7 @@ def proxy(path: str) -> Response:
         record = _authenticate(token)
         response = _forward(state.upstream, record, path)
         status = response.status_code
-        return _cors(response)
+        return allow_registered_origin(response, _FHIR_HEADERS)
     except SandboxError as error:
         status = error.status
         raise

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import current_app
 
+from fhir_mappings.outbound import Origin, request_origin
 from sandbox.ehr.cds_client import CdsClient
 from sandbox.ehr.errors import BadRequest
 from sandbox.ehr.keys import SigningKeys
@@ -48,11 +48,17 @@ class EhrState:
         self.oauth = SmartAuthorizationServer(settings, self.store, self.keys, self.sandbox_user)
         self._log_lock = threading.Lock()
         self._fhir_log: list[FhirLogEntry] = []
-        self.registered_origins = frozenset(
-            f"{parts.scheme}://{parts.netloc}"
+        #: Where the registered apps run: their redirect URIs' origins, read as requests reads them.
+        self.registered_origins: frozenset[Origin] = frozenset(
+            origin
             for client in settings.clients
-            for parts in map(urlsplit, client.redirect_uris)
+            for origin in map(request_origin, client.redirect_uris)
+            if origin is not None
         )
+
+    def is_registered_origin(self, origin: str) -> bool:
+        """Whether a browser's ``Origin`` header names the origin of a registered app."""
+        return request_origin(origin) in self.registered_origins
 
     def log_fhir_request(self, entry: FhirLogEntry) -> None:
         if not self.settings.testing:
