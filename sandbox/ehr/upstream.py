@@ -1,7 +1,8 @@
 """The HAPI FHIR server behind the sandbox EHR: the EHR's own, trusted, server-side access to it.
 
 The EHR is a separate system from the CDS service and meets it only at the CDS Hooks and SMART
-specs, so it keeps its own small client here instead of sharing ``fhir_mappings.client``.
+specs, so it keeps its own small client here instead of sharing ``fhir_mappings.client``; its
+session is the project's outbound one (``fhir_mappings.outbound``: no redirect is followed).
 JSON is read with plain floats: the EHR shows and forwards values, it never computes with them.
 """
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import requests
 
+from fhir_mappings.outbound import outbound_session
+from plumbing.errors import FHIR_JSON
 from sandbox.ehr.errors import BadRequest, UpstreamError
 
-FHIR_JSON = "application/fhir+json"
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -56,7 +58,7 @@ class Upstream:
     def __init__(self, base_url: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = outbound_session()
 
     def url(self, relative: str) -> str:
         relative = relative.lstrip("/")
