@@ -6,6 +6,8 @@ page easy to drive from a browser test and easy to read for someone debugging a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from itertools import groupby
 from typing import Any
@@ -55,6 +57,15 @@ def _workspace(state: EhrState) -> Workspace:
     return workspace
 
 
+@contextmanager
+def _desk() -> Iterator[tuple[EhrState, Workspace]]:
+    """The EHR and this browser's workspace, held for one action (a double click waits its turn)."""
+    state = current_state()
+    workspace = _workspace(state)
+    with workspace.lock:
+        yield state, workspace
+
+
 def _back() -> Redirect:
     return redirect(url_for("pages.page"), code=303)
 
@@ -64,6 +75,11 @@ def _int(name: str) -> int:
         return int(request.form[name])
     except (KeyError, ValueError):
         raise BadRequest(f"the form field {name} is missing or not a number") from None
+
+
+def _exchange() -> str:
+    """The hook call whose cards a card form acts on (its ``hookInstance``)."""
+    return request.form.get("exchange", "")
 
 
 @pages_blueprint.get("/")
@@ -96,9 +112,7 @@ def page() -> str:
 
 @pages_blueprint.post("/chart")
 def chart() -> Redirect:
-    state = current_state()
-    workspace = _workspace(state)
-    with workspace.lock:
+    with _desk() as (state, workspace):
         open_chart(state, workspace, request.form.get("patient", ""))
     return _back()
 
@@ -106,10 +120,8 @@ def chart() -> Redirect:
 @pages_blueprint.post("/orders")
 def orders() -> Redirect:
     """The order panel's one form: draft (which also selects), select, discard or sign."""
-    state = current_state()
-    workspace = _workspace(state)
     action = request.form.get("action", "")
-    with workspace.lock:
+    with _desk() as (state, workspace):
         workspace.prefetch = request.form.get("prefetch") == "on"
         if action == "draft":
             draft = draft_order(state, workspace, request.form.get("medication", ""))
@@ -128,48 +140,39 @@ def orders() -> Redirect:
 
 @pages_blueprint.post("/cards/accept")
 def accept() -> Redirect:
-    state = current_state()
-    workspace = _workspace(state)
     chosen = [int(v) for v in request.form.getlist("suggestion") if v.isdigit()]
-    with workspace.lock:
+    with _desk() as (state, workspace):
         accept_suggestions(
-            state,
-            workspace,
-            hook_instance=request.form.get("exchange", ""),
-            card_index=_int("card"),
-            chosen=chosen,
+            state, workspace, hook_instance=_exchange(), card_index=_int("card"), chosen=chosen
         )
     return _back()
 
 
 @pages_blueprint.post("/cards/override")
 def override() -> Redirect:
-    state = current_state()
-    workspace = _workspace(state)
     reason_field = request.form.get("reason", "")
     reason = int(reason_field) if reason_field.isdigit() else None
-    with workspace.lock:
+    comment = request.form.get("comment", "")
+    with _desk() as (state, workspace):
         override_card(
             state,
             workspace,
-            hook_instance=request.form.get("exchange", ""),
+            hook_instance=_exchange(),
             card_index=_int("card"),
             reason=reason,
-            comment=request.form.get("comment", ""),
+            comment=comment,
         )
     return _back()
 
 
 @pages_blueprint.post("/cards/launch")
 def launch() -> Redirect:
-    state = current_state()
-    workspace = _workspace(state)
     deny = request.form.get("deny_scopes", "").split()
-    with workspace.lock:
+    with _desk() as (state, workspace):
         launch_app(
             state,
             workspace,
-            hook_instance=request.form.get("exchange", ""),
+            hook_instance=_exchange(),
             card_index=_int("card"),
             link_index=_int("link"),
             deny_scopes=deny,
