@@ -77,9 +77,9 @@ def _int(name: str) -> int:
         raise BadRequest(f"the form field {name} is missing or not a number") from None
 
 
-def _exchange() -> str:
-    """The hook call whose cards a card form acts on (its ``hookInstance``)."""
-    return request.form.get("exchange", "")
+def _card() -> tuple[str, int]:
+    """Which card a card form acts on: its hook call (``hookInstance``) and its index there."""
+    return request.form.get("exchange", ""), _int("card")
 
 
 @pages_blueprint.get("/")
@@ -140,43 +140,31 @@ def orders() -> Redirect:
 
 @pages_blueprint.post("/cards/accept")
 def accept() -> Redirect:
+    hook, card = _card()
     chosen = [int(v) for v in request.form.getlist("suggestion") if v.isdigit()]
     with _desk() as (state, workspace):
-        accept_suggestions(
-            state, workspace, hook_instance=_exchange(), card_index=_int("card"), chosen=chosen
-        )
+        accept_suggestions(state, workspace, hook_instance=hook, card_index=card, chosen=chosen)
     return _back()
 
 
 @pages_blueprint.post("/cards/override")
 def override() -> Redirect:
+    hook, card = _card()
     reason_field = request.form.get("reason", "")
     reason = int(reason_field) if reason_field.isdigit() else None
     comment = request.form.get("comment", "")
     with _desk() as (state, workspace):
-        override_card(
-            state,
-            workspace,
-            hook_instance=_exchange(),
-            card_index=_int("card"),
-            reason=reason,
-            comment=comment,
-        )
+        override_card(state, workspace, hook_instance=hook, card_index=card, reason=reason, comment=comment)
     return _back()
 
 
 @pages_blueprint.post("/cards/launch")
 def launch() -> Redirect:
+    hook, card = _card()
+    link = _int("link")
     deny = request.form.get("deny_scopes", "").split()
     with _desk() as (state, workspace):
-        launch_app(
-            state,
-            workspace,
-            hook_instance=_exchange(),
-            card_index=_int("card"),
-            link_index=_int("link"),
-            deny_scopes=deny,
-        )
+        launch_app(state, workspace, hook_instance=hook, card_index=card, link_index=link, deny_scopes=deny)
     return _back()
 
 
