@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ PD1_PDL1 = frozenset({"PD-1", "PD-L1"})
 
 #: Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and
 #: escaping them all leaves no emphasis, link, entity, list or table marker to the text.
-_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_MD_PUNCTUATION = str.maketrans({c: "\\" + c for c in string.punctuation})
 #: Line breaks (and other control characters) and runs of white space: a string echoed into
 #: the card stays on its line, so it cannot start a heading, list, quote or code block.
 _MD_SPACES = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -58,7 +59,7 @@ def md(text: str) -> str:
     obeyed. One line, every punctuation character escaped: ``10*3/uL`` does not turn italic, a
     newline plus ``===`` makes no heading, and ``https://x`` or ``www.x`` is not autolinked (the
     escaped ``:`` and ``.`` break the patterns GFM and linkify look for)."""
-    return _MD_PUNCTUATION.sub(r"\\\1", _MD_SPACES.sub(" ", text).strip())
+    return _MD_SPACES.sub(" ", text).strip().translate(_MD_PUNCTUATION)
 
 
 @dataclass(frozen=True, slots=True)
