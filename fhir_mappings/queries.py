@@ -14,6 +14,12 @@ from urllib.parse import quote
 CONTEXT_PATIENT = "{{context.patientId}}"
 
 
+def _tokens(codes: Iterable[str]) -> str:
+    """``system|code`` tokens joined for ``code=``: characters that end or split a URL's query
+    (``#``, ``&``, ``?``, ``%``, spaces) percent-encoded, ``system|code`` left readable."""
+    return ",".join(quote(token, safe="|:/-._~") for token in codes)
+
+
 def _observations(patient: str, codes: str, since: date | None, count: int) -> str:
     after = f"&date=ge{since.isoformat()}" if since is not None else ""
     return f"Observation?patient={patient}&code={codes}{after}&_sort=-date&_count={count}"
@@ -21,14 +27,14 @@ def _observations(patient: str, codes: str, since: date | None, count: int) -> s
 
 def observation_search(patient: str, codes: Iterable[str], *, since: date, count: int = 100) -> str:
     """The patient's Observations with any of ``codes`` (``system|code``) since ``since``, newest first."""
-    encoded = ",".join(quote(token, safe="|-._") for token in codes)
-    return _observations(quote(patient, safe=""), encoded, since, count)
+    return _observations(quote(patient, safe=""), _tokens(codes), since, count)
 
 
 def observation_template(codes: Iterable[str], *, count: int) -> str:
     """The same search as a prefetch template, ``count`` a page, without a date bound."""
-    # Codes as they are, as CDS Hooks writes its examples: the EHR fills in the token only.
-    return _observations(CONTEXT_PATIENT, ",".join(codes), None, count)
+    # The EHR fills in the token only and sends the rest as it is: a site code such as ``IG#``
+    # must already be encoded, or the query would end at its ``#``.
+    return _observations(CONTEXT_PATIENT, _tokens(codes), None, count)
 
 
 def condition_search(patient: str) -> str:
