@@ -19,10 +19,13 @@ from pathlib import Path
 class Connections:
     """The connections of one SQLite file: this thread's, opened on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, schema: str = "") -> None:
+        """``schema``: the statements that create the store's tables if they are missing."""
         self.path = path
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
+        if schema:
+            self.get().executescript(schema)
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection (autocommit: each statement, or BEGIN ... COMMIT, is one write)."""

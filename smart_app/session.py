@@ -127,8 +127,7 @@ class SessionStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        self._connections = Connections(path)
-        self._connections.get().executescript(_SCHEMA)
+        self._connections = Connections(path, schema=_SCHEMA)
 
     def _purge(self, db: sqlite3.Connection) -> None:
         now = self.clock()
