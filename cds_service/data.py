@@ -25,7 +25,7 @@ from cds_service.security import check_fhir_server
 from cds_service.settings import Settings
 from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
 from fhir_mappings.client import FhirClient, next_link
-from fhir_mappings.observations import Resource
+from fhir_mappings.resources import Resource
 
 #: Context fields a prefetch token may name (root-level primitives of the order hooks' context).
 _TOKENS = ("patientId", "userId", "encounterId")

@@ -16,7 +16,7 @@ import msgspec
 
 from cds_service.errors import BadRequest
 from fhir_mappings.bundles import FhirInputError, JsonTextError, bundle_entries, loads
-from fhir_mappings.observations import Resource
+from fhir_mappings.resources import Resource
 
 ORDER_HOOKS = ("order-select", "order-sign")
 

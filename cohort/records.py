@@ -23,7 +23,7 @@ from fhir_mappings.bundles import loads
 from fhir_mappings.config import SYSTEM_ALIASES
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
-from fhir_mappings.observations import Resource, current_versions, items_of, reference_of
+from fhir_mappings.resources import Resource, current_versions, items_of, reference_of
 from fhir_mappings.subjects import CallPatient
 from ichis.measurement import plain
 from ichis.score import Part

@@ -13,7 +13,8 @@ from typing import Any
 
 from fhir_mappings.baseline import IG, NEUTROPHILS, Baseline, choose_baseline
 from fhir_mappings.config import MappingConfig
-from fhir_mappings.observations import Extraction, Resource, extract_readings
+from fhir_mappings.observations import Extraction, extract_readings
+from fhir_mappings.resources import Resource
 from fhir_mappings.subjects import CallPatient, SubjectCheck, SubjectRule, for_patient
 from ichis.icis import IcisResult, IcisValue, score_icis
 from ichis.measurement import Measurement, plain

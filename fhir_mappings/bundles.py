@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from fhir_mappings.observations import Resource, canonical_reference
+from fhir_mappings.resources import Resource, canonical_reference
 
 
 class FhirInputError(ValueError):

@@ -17,8 +17,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from fhir_mappings.bundles import loads
-from fhir_mappings.observations import items_of
 from fhir_mappings.outbound import request_origin, same_origin
+from fhir_mappings.resources import items_of
 
 __all__ = ["FhirClient", "FhirClientError", "Gathered", "next_link", "request_origin", "same_origin"]
 

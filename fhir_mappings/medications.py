@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 from fhir_mappings.config import ConfigurationError
-from fhir_mappings.observations import (
+from fhir_mappings.resources import (
     Resource,
     canonical_reference,
     codings,

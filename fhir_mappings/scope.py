@@ -14,7 +14,7 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-from fhir_mappings.observations import Resource, codings, reference_of
+from fhir_mappings.resources import Resource, codings, reference_of
 from fhir_mappings.subjects import CallPatient, for_patient
 
 SNOMED = "http://snomed.info/sct"

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-Resource = Mapping[str, Any]
+from fhir_mappings.resources import Resource
 
 #: Resource types whose patient element is not ``subject`` (R4). Every other type that carries a
 #: ``subject`` is checked on it.

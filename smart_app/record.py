@@ -17,8 +17,8 @@ from fhir_mappings.audit import SmartRequest
 from fhir_mappings.bundles import FhirInputError, reported_error, resource_entries
 from fhir_mappings.client import FhirClient, FhirClientError, FhirRefused, FhirTimeout
 from fhir_mappings.config import MappingConfig
-from fhir_mappings.observations import Resource
 from fhir_mappings.queries import condition_search, observation_search
+from fhir_mappings.resources import Resource
 from smart_app.errors import FhirUnavailable, TokenRefused
 from smart_app.oauth import Grants
 
