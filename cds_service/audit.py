@@ -26,9 +26,9 @@ from typing import Any
 
 import requests
 
-from cds_service.sqlite import Connections
 from fhir_mappings.outbound import Destinations, UnsafeDestination
 from plumbing.errors import first_diagnostics
+from plumbing.sqlite import Connections
 
 log = logging.getLogger("ichis.audit")
 

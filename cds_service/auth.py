@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from cds_service.sqlite import Connections
 from fhir_mappings.outbound import Destinations, UnsafeDestination
+from plumbing.sqlite import Connections
 
 log = logging.getLogger("ichis.auth")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cds_service.sqlite import Connections
+from plumbing.sqlite import Connections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from joserfc import jws
 
+from fhir_mappings.outbound import outbound_session
 from sandbox.ehr.keys import SigningKeys
 from sandbox.ehr.settings import Settings
 
@@ -84,7 +85,8 @@ class CdsClient:
     def __init__(self, settings: Settings, keys: SigningKeys) -> None:
         self.settings = settings
         self.keys = keys
-        self.session = requests.Session()
+        # The project's outbound session: a redirect from the service is never followed.
+        self.session = outbound_session()
         self._lock = threading.Lock()
         self._discovery: Discovery | None = None
 
