@@ -24,13 +24,16 @@ __all__ = [
     "ConfigurationError",
     "Parser",
     "boolean",
+    "boolean_or_auto",
     "describe_unknown",
     "integer",
     "json_value",
+    "not_negative",
     "number",
     "optional_path",
     "parsers_for",
     "path",
+    "positive",
     "read_settings",
     "read_values",
     "text",
@@ -78,9 +81,40 @@ def boolean(name: str, raw: Any) -> bool:
     word = str(raw).strip().lower()
     if word not in _TRUE + _FALSE:
         raise ConfigurationError(
-            f"setting {name}: {raw!r} is neither true nor false (true/false, 1/0, yes/no, on/off)"
+            f"setting {name}: {raw!r} is not true or false (true/false, 1/0, yes/no, on/off)"
         )
     return word in _TRUE
+
+
+def boolean_or_auto(name: str, raw: Any) -> bool | None:
+    """True, false, or None for "decide from the request" (``auto``, empty)."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto")):
+        return None
+    return boolean(name, raw)
+
+
+def positive(parse: Parser) -> Parser:
+    """``parse`` (``number`` or ``integer``) for a setting that must be above zero."""
+
+    def checked(name: str, raw: Any) -> Any:
+        value = parse(name, raw)
+        if value <= 0:
+            raise ConfigurationError(f"setting {name}: must be positive")
+        return value
+
+    return checked
+
+
+def not_negative(parse: Parser) -> Parser:
+    """``parse`` for a setting that may be zero but not below."""
+
+    def checked(name: str, raw: Any) -> Any:
+        value = parse(name, raw)
+        if value < 0:
+            raise ConfigurationError(f"setting {name}: must not be negative")
+        return value
+
+    return checked
 
 
 def path(name: str, raw: Any) -> Path:
@@ -185,30 +219,9 @@ def describe_unknown(variables: list[str], prefix: str, known: Collection[str]) 
     return f"unknown setting variable(s): {', '.join(parts)}; remove them or fix the name"
 
 
-def read_settings(
-    defaults: T,
-    parsers: Mapping[str, Parser],
-    *,
-    prefix: str,
-    environ: Mapping[str, str],
-    table: Mapping[str, Any] | None = None,
-    table_name: str = "",
-    overrides: Mapping[str, Any] | None = None,
-    elsewhere: Iterable[str] = (),
-    also_known: Collection[str] = (),
-) -> T:
-    """``defaults`` (a dataclass instance) with the file's table, then the environment, then the
-    overrides applied, each value read by its parser (see ``read_values``)."""
-    values = read_values(
-        parsers,
-        prefix=prefix,
-        environ=environ,
-        table=table,
-        table_name=table_name,
-        overrides=overrides,
-        elsewhere=elsewhere,
-        also_known=also_known,
-    )
+def read_settings(defaults: T, parsers: Mapping[str, Parser], **where: Any) -> T:
+    """``defaults`` (a dataclass instance) with the values ``read_values`` finds applied."""
+    values = read_values(parsers, **where)
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]  # T is a dataclass instance
 
 

@@ -9,7 +9,6 @@ list, in the environment.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,7 @@ from typing import Any
 
 from fhir_mappings.config import ConfigurationError
 from fhir_mappings.outbound import origin_url, request_origin
-from plumbing.settings import read_settings
+from plumbing.settings import boolean_or_auto, integer, number, positive, read_settings, text_list
 
 ENV_PREFIX = "ICHIS_SMART_"
 
@@ -78,47 +77,11 @@ def _text(name: str, value: Any) -> str:
     return value.strip()
 
 
-def _list(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = json.loads(stripped)
-            except ValueError:
-                raise ConfigurationError(f"smart setting {name}: not a valid JSON list") from None
-        else:
-            value = stripped.replace(",", " ").split()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigurationError(f"smart setting {name}: expected a list of strings")
-    return tuple(v.strip().rstrip("/") for v in value if v.strip())
-
-
-def _flag(name: str, value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("", "auto"):
-        return None
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"smart setting {name}: {value!r} is not true, false or auto")
-
-
-def _positive(kind: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
-    def parse(name: str, value: Any) -> Any:
-        try:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"smart setting {name}: {value!r} is not a number") from None
-        if number <= 0:
-            raise ConfigurationError(f"smart setting {name}: must be positive")
-        return number
-
-    return parse
+def _urls(name: str, value: Any) -> tuple[str, ...]:
+    """A list of URLs (or origins): a JSON array, or text separated by commas or spaces."""
+    if isinstance(value, str) and not value.strip().startswith("["):
+        value = ",".join(value.split())
+    return tuple(url.rstrip("/") for url in text_list(name, value))
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -127,17 +90,17 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "redirect_url": _text,
     "scopes": _text,
     "refresh_scope": _text,
-    "trusted_iss": _list,
+    "trusted_iss": _urls,
     "session_secret": _text,
     "cookie_name": _text,
     "cookie_samesite": _text,
-    "cookie_secure": _flag,
-    "cookie_partitioned": _flag,
-    "frame_ancestors": _list,
-    "session_max_age_seconds": _positive(int),
-    "trend_days": _positive(int),
-    "fhir_deadline_seconds": _positive(float),
-    "http_timeout_seconds": _positive(float),
+    "cookie_secure": boolean_or_auto,
+    "cookie_partitioned": boolean_or_auto,
+    "frame_ancestors": _urls,
+    "session_max_age_seconds": positive(integer),
+    "trend_days": positive(integer),
+    "fhir_deadline_seconds": positive(number),
+    "http_timeout_seconds": positive(number),
 }
 
 

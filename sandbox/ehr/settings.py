@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from plumbing.settings import read_values
+from plumbing.settings import boolean, integer, not_negative, number, positive, read_values
 from sandbox.ehr.errors import SettingsError
 
 ENV_PREFIX = "ICHIS_SANDBOX_"
@@ -171,38 +171,6 @@ def _url(name: str, value: Any) -> str:
     return url
 
 
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"setting {name}: {value!r} is not true or false")
-
-
-def _seconds(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"setting {name}: {value!r} is not a whole number of seconds") from None
-    if number < 0:
-        raise SettingsError(f"setting {name}: must not be negative")
-    return number
-
-
-def _timeout(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"setting {name}: {value!r} is not a number of seconds") from None
-    if number <= 0:
-        raise SettingsError(f"setting {name}: must be positive")
-    return number
-
-
 def _as_list(name: str, value: Any) -> list[Any]:
     if isinstance(value, str):
         stripped = value.strip()
@@ -237,19 +205,19 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cds_client_id": _text,
     "cds_scope": _text,
     "jwt_alg": _alg,
-    "jwt_jku": _flag,
+    "jwt_jku": boolean,
     "tenant": _optional_text,
     "user_id": _text,
     "user_name": _text,
-    "access_token_ttl": _seconds,
-    "cds_token_ttl": _seconds,
-    "code_ttl": _seconds,
-    "launch_ttl": _seconds,
+    "access_token_ttl": not_negative(integer),
+    "cds_token_ttl": not_negative(integer),
+    "code_ttl": not_negative(integer),
+    "launch_ttl": not_negative(integer),
     "deny_scopes": _scopes,
-    "need_patient_banner": _flag,
-    "revoke_cds_tokens": _flag,
-    "testing": _flag,
-    "http_timeout": _timeout,
+    "need_patient_banner": boolean,
+    "revoke_cds_tokens": boolean,
+    "testing": boolean,
+    "http_timeout": positive(number),
     "secret_key": _optional_text,
 }
 
