@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import requests
-from flask import Flask, current_app
+from flask import current_app
 from prometheus_client import CollectorRegistry
 
 from cds_service.audit import AuditDeliverer, AuditSpool
 from cds_service.auth import Authenticator
 from cds_service.settings import Runtime
 from cds_service.store import Store
-
-_KEY = "ichis.service"
+from plumbing.wiring import Slot
 
 
 @dataclass(frozen=True)
@@ -39,16 +38,10 @@ class Service:
     authenticator: Authenticator | None
 
 
-def attach(app: Flask, service: Service) -> None:
-    app.extensions[_KEY] = service
-
-
-def service_of(app: Flask) -> Service:
-    """The service built for ``app`` by ``cds_service.create_app``."""
-    found = app.extensions.get(_KEY)
-    if not isinstance(found, Service):
-        raise LookupError("this Flask app was not built by cds_service.create_app")
-    return found
+_SLOT = Slot("ichis.service", Service, "this Flask app was not built by cds_service.create_app")
+attach = _SLOT.attach
+#: The service built for an app by ``cds_service.create_app``.
+service_of = _SLOT.of
 
 
 def current() -> Service:

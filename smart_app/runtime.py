@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import requests
-from flask import Flask
 
 from fhir_mappings.config import MappingConfig
 from fhir_mappings.scope import DiagnosisTable
+from plumbing.wiring import Slot
 from smart_app.session import CookieCodec, SessionStore
 from smart_app.settings import SmartSettings
-
-_KEY = "ichis.smart"
 
 
 class ServiceSettings(Protocol):
@@ -75,13 +73,7 @@ class SmartRuntime:
     spool: Spool
 
 
-def attach(app: Flask, runtime: SmartRuntime) -> None:
-    app.extensions[_KEY] = runtime
-
-
-def smart_runtime(app: Flask) -> SmartRuntime:
-    """The SMART app's runtime on ``app`` (installed by ``install_smart_app``)."""
-    found = app.extensions.get(_KEY)
-    if not isinstance(found, SmartRuntime):
-        raise LookupError("the SMART app is not installed on this Flask app")
-    return found
+_SLOT = Slot("ichis.smart", SmartRuntime, "the SMART app is not installed on this Flask app")
+attach = _SLOT.attach
+#: The SMART app's runtime on an app (installed by ``install_smart_app``).
+smart_runtime = _SLOT.of
