@@ -49,12 +49,11 @@ def outcome_for_status(status: int) -> str:
     return OUTCOME_MINOR if status < 500 else OUTCOME_SERIOUS
 
 
-@dataclass(frozen=True)
-class HookAuditFacts:
-    """Everything one hook call's record states."""
+@dataclass(frozen=True, kw_only=True)
+class CallAuditFacts:
+    """What every record of a call to the service states: which service, when, how it ended, and
+    who called (the client's JWT issuer, tenant and jti, or how it stands without one)."""
 
-    hook_instance: str
-    hook: str
     service_id: str
     recorded: datetime
     status: int
@@ -63,6 +62,17 @@ class HookAuditFacts:
     iss: str | None
     tenant: str | None
     jti: str | None
+    #: How the calling client stands: ``verified`` (a valid JWT), ``off`` (authentication off),
+    #: ``refused`` (a 401: no valid JWT), or ``unchecked`` (failed before authentication).
+    client: str = "verified"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HookAuditFacts(CallAuditFacts):
+    """Everything one hook call's record states."""
+
+    hook_instance: str
+    hook: str
     user: str | None
     patient_id: str | None
     orders: Sequence[str] = ()
@@ -75,9 +85,6 @@ class HookAuditFacts:
     status_of_score: str | None = None
     #: The EHR's FHIR base: orders and Observations are recorded by their absolute URL there.
     fhir_base: str | None = None
-    #: How the calling client stands: ``verified`` (a valid JWT), ``off`` (authentication off),
-    #: ``refused`` (a 401: no valid JWT), or ``unchecked`` (failed before authentication).
-    client: str = "verified"
     #: Resources the EHR sent about another patient, or about none, that were left out.
     foreign: Sequence[str] = ()
     untied: Sequence[str] = ()
@@ -355,20 +362,11 @@ def feedback_audit_event(facts: FeedbackAuditFacts) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class FeedbackCallAuditFacts:
+@dataclass(frozen=True, kw_only=True)
+class FeedbackCallAuditFacts(CallAuditFacts):
     """A feedback call that recorded no item: refused (a 4xx), failed, or sent an empty list."""
 
     request_id: str
-    service_id: str
-    recorded: datetime
-    status: int
-    outcome_text: str
-    service_url: str
-    iss: str | None
-    tenant: str | None
-    jti: str | None
-    client: str = "verified"
 
 
 def feedback_call_audit_event(facts: FeedbackCallAuditFacts) -> dict[str, Any]:
