@@ -18,7 +18,7 @@ from cds_service.wiring import service_of
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s"'
 
 
-class IchisServer(BaseApplication):  # type: ignore[misc]  # untyped base class (gunicorn has no hints)
+class IchisServer(BaseApplication):
     """Gunicorn with our app factory; the app is built once in the master (preload) so that a
     configuration error stops the start with one clear message instead of failing every worker."""
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sandbox EHR: {error}", file=sys.stderr)  # noqa: T201 - a command's error line
         return 4
 
-    import waitress  # type: ignore[import-untyped]  # noqa: PLC0415 - only the command needs a server
+    import waitress  # noqa: PLC0415 - only the command needs a server
 
     print(f"sandbox EHR on {overrides['public_base_url']}/", flush=True)  # noqa: T201 - tells where to go
     waitress.serve(app, host=args.host, port=args.port, threads=8, ident="ichis-sandbox-ehr")

@@ -6,7 +6,7 @@ the sandbox user, and show the patient picker a standalone ``launch/patient`` re
 
 from __future__ import annotations
 
-from authlib.oauth2.rfc6749 import OAuth2Error  # type: ignore[import-untyped]  # Authlib has no types
+from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, Response, render_template, request
 
 from sandbox.ehr.cors import allow_registered_origin, preflight_response

@@ -27,17 +27,17 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped]
-from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import (
     AuthorizationCodeGrant,
     ClientMixin,
     InvalidRequestError,
     InvalidScopeError,
     RefreshTokenGrant,
 )
-from authlib.oauth2.rfc6750 import BearerTokenGenerator  # type: ignore[import-untyped]
-from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
-from authlib.oidc.core.grants import OpenIDCode  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core.grants import OpenIDCode
 
 from sandbox.ehr.access import grant_scopes
 from sandbox.ehr.keys import SigningKeys
@@ -64,7 +64,7 @@ class SandboxUser:
     name: str
 
 
-class Client(ClientMixin):  # type: ignore[misc]
+class Client(ClientMixin):
     """A registered client as Authlib asks about it."""
 
     def __init__(self, registered: RegisteredClient) -> None:
@@ -99,7 +99,7 @@ class Client(ClientMixin):  # type: ignore[misc]
         return grant_type in ("authorization_code", "refresh_token")
 
 
-class RequireS256(CodeChallenge):  # type: ignore[misc]
+class RequireS256(CodeChallenge):
     """PKCE on every request, S256 only (SMART 2.2: servers "SHALL NOT support the plain method")."""
 
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 - Authlib's own class attribute
@@ -114,7 +114,7 @@ class RequireS256(CodeChallenge):  # type: ignore[misc]
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+class SmartCodeGrant(AuthorizationCodeGrant):
     """The authorization-code grant with its codes in the sandbox's store."""
 
     # Confidential clients authenticate with HTTP Basic; public clients with PKCE alone.
@@ -154,7 +154,7 @@ class SmartCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         return self.issuer.sandbox_user
 
 
-class SmartRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
+class SmartRefreshGrant(RefreshTokenGrant):
     """The refresh-token grant (RFC 6749, 6) over the sandbox's store: one use per refresh token."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]  # noqa: RUF012 - Authlib's own attribute
@@ -241,7 +241,7 @@ class SmartLaunch:
             token["tenant"] = settings.tenant
 
 
-class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
+class SmartOpenIDCode(OpenIDCode):
     """id tokens (RS256) with SMART's ``fhirUser`` claim, when ``openid`` is granted."""
 
     def __init__(self, issuer: SmartAuthorizationServer) -> None:
@@ -276,7 +276,7 @@ class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
         return info
 
 
-class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+class SmartAuthorizationServer(AuthorizationServer):
     """Authlib's Flask authorization server over the sandbox's client registry, store and keys."""
 
     def __init__(self, settings: Settings, store: Store, keys: SigningKeys, user: SandboxUser) -> None:
