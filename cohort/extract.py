@@ -18,14 +18,14 @@ from typing import Any
 
 from cohort import plan, scoring
 from cohort.definition import CohortDefinition
-from cohort.engines import Engine
-from cohort.records import (
+from cohort.doses import (
     NO_CHECKPOINT_INHIBITOR,
     OUTSIDE_DIAGNOSES,
     DoseCandidate,
     FirstDose,
     first_dose_or_reason,
 )
+from cohort.engines import Engine
 from cohort.sources import Sources, readable
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
@@ -44,7 +44,7 @@ class ExtractionSummary:
     cohort_patients: int = 0
     rows: int = 0
     excluded_by_diagnosis: int = 0
-    #: Patients of the input without a row, by reason (``cohort.records``' reasons).
+    #: Patients of the input without a row, by reason (``cohort.doses``' reasons).
     left_out: dict[str, int] = field(default_factory=dict)
     scored_complete: int = 0
     synthetic_rows: int = 0

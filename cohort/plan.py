@@ -244,7 +244,7 @@ def _duckdb_structure(node: Any) -> Any:
 def _date(expr: str) -> str:
     """The calendar date a FHIR date/dateTime was written with (its first ten characters), or NULL.
 
-    Only ``YYYY-MM-DD`` counts (the FHIR form, and the only one records._day reads): DuckDB and
+    Only ``YYYY-MM-DD`` counts (the FHIR form, and the only one dates.written_day reads): DuckDB and
     Spark would also read "2024/01/01" or "2024-1-1T08:00", each its own way, and Spark would read
     "2024-03" as March 1st. Checking each character is cheaper than a regular expression.
     """
@@ -321,7 +321,7 @@ def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
     All of them, not the first few: a premedication whose note names the drug mentions it too, and
     only Python's drug table can tell the two apart (it stops parsing at the first confirmed day).
     Administrations after the cut-off or not done are kept too: they say that a patient's
-    administrations are recorded, so an order alone is no dose (records.first_dose).
+    administrations are recorded, so an order alone is no dose (doses.first_dose).
 
     Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line.
     """
@@ -414,7 +414,7 @@ def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
     # Spark parses every line: java.util.regex tries each alternative at each character, which
     # took four times as long as the parse it would save (RE2 in DuckDB took a third of it).
     mentions = f"{_may_mention(d, wanted)} AND {_nonblank()}" if d.name == "duckdb" else None
-    # An Observation's day is the first of its times that reads as a date (records.window_day).
+    # An Observation's day is the first of its times that reads as a date (dates.window_day).
     # Each date is parsed on its own, so a malformed first one never hides a usable later one: a
     # superset of what Python reads. Events are kept at any date: a registry dates a death by its
     # value, entered weeks later, perhaps only to the month ("2023-05"), and Python decides.
@@ -464,7 +464,7 @@ def last_contacts(definition: CohortDefinition, dialect: Dialect) -> str:
 
     Only run for ``follow_up = "last-contact"``: it reads every Observation a second time.
     An Observation that records an event (a death, a progression) is no contact by its own time:
-    Python dates it by the event (``valueDateTime`` first, records._event_dates) and counts that
+    Python dates it by the event (``valueDateTime`` first, outcomes.event_dates) and counts that
     day, so a registry entry made during follow-up about a death on another day never extends
     follow-up to the day it was typed. Rows: patient, date.
     """

@@ -18,7 +18,8 @@ from datetime import date
 from typing import Any
 
 from cohort.definition import CohortDefinition
-from cohort.records import FirstDose, patient_row
+from cohort.doses import FirstDose
+from cohort.records import patient_row
 
 #: One patient's work: the first dose, its ``(resource type, line)`` pairs, its last contact.
 Work = tuple[FirstDose, list[tuple[str, str]], date | None]

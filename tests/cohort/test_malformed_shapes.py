@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from cohort.definition import CohortDefinition, load_definition
-from cohort.records import DoseCandidate, first_dose, patient_row
+from cohort.doses import DoseCandidate, first_dose
+from cohort.records import patient_row
 from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm
 
 PATIENT = "Patient/shape"

@@ -9,19 +9,12 @@ from typing import Any
 
 import pytest
 
+from cohort.covariates import age_in_years, ecog_value, pdl1_category
+from cohort.dates import EventDate, event_date
 from cohort.definition import CohortDefinition, load_definition
-from cohort.records import (
-    DoseCandidate,
-    EventDate,
-    FirstDose,
-    _span,
-    age_in_years,
-    ecog_value,
-    first_dose,
-    patient_row,
-    pdl1_category,
-    survival,
-)
+from cohort.doses import DoseCandidate, FirstDose, first_dose
+from cohort.outcomes import survival
+from cohort.records import patient_row
 from fhir_mappings.assessment import assess
 from fhir_mappings.subjects import CallPatient
 from tests.cohort.conftest import CUTOFF, LOINC, SNOMED, administration, count, rxnorm
@@ -75,7 +68,7 @@ def test_survival_times_follow_the_paper_definitions(
 
 
 def on(text: str) -> EventDate:
-    found = _span(text)
+    found = event_date(text)
     assert found is not None
     return found
 
