@@ -12,7 +12,7 @@ from cohort.codes import Code
 from cohort.dates import condition_day, event_date, observation_day
 from cohort.definition import CohortDefinition
 from cohort.matching import codes_of, has_code, is_void
-from fhir_mappings.resources import Resource
+from fhir_mappings.resources import Resource, decimal_of
 from ichis.measurement import plain
 
 PDL1_CATEGORIES = ("<1%", "1-49%", ">=50%")
@@ -23,19 +23,11 @@ def age_in_years(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, Decimal | int):
-        return Decimal(value)
-    return None
-
-
 def ecog_value(resource: Resource) -> int | None:
     """ECOG 0-5 from valueInteger (mCODE), a valueQuantity, or a LOINC LL529-9 answer code."""
     for key in ("valueInteger", "valueQuantity"):
         raw = resource.get(key)
-        number = _decimal(raw.get("value") if isinstance(raw, Mapping) else raw)
+        number = decimal_of(raw.get("value") if isinstance(raw, Mapping) else raw)
         if number is not None and number == number.to_integral_value() and 0 <= number <= 5:
             return int(number)
     for coding in codes_of(resource.get("valueCodeableConcept")):
@@ -64,7 +56,7 @@ def _pdl1(resource: Resource) -> tuple[str, str | None] | None:
     quantity = resource.get("valueQuantity")
     if not isinstance(quantity, Mapping):
         return None
-    value = _decimal(quantity.get("value"))
+    value = decimal_of(quantity.get("value"))
     if value is None or value < 0 or value > 100:
         return None
     comparator = quantity.get("comparator") if isinstance(quantity.get("comparator"), str) else None

@@ -1,4 +1,4 @@
-"""Which records carry which codes: (system, code) pairs, LOINC under any spelling as LOINC.
+"""Which records carry which codes: Codings read by ``fhir_mappings``, LOINC under any spelling as LOINC.
 
 The cohort's code tables (``cohort.codes``, the site's ``[cohort]`` rules) hold canonical
 ``(system, code)`` pairs; data are looked up the same way, as the service's mappers look them up.
@@ -12,7 +12,7 @@ from typing import Any
 from cohort import codes
 from cohort.codes import Code
 from fhir_mappings.config import SYSTEM_ALIASES
-from fhir_mappings.resources import Resource, items_of
+from fhir_mappings.resources import Resource, codings, items_of
 
 _VOID_OBSERVATION = frozenset(codes.VOID_RESULT_STATUSES)
 #: Condition verification statuses that withdraw a diagnosis.
@@ -20,34 +20,20 @@ _VOID_CONDITION = frozenset({"refuted", "entered-in-error"})
 
 
 def codes_of(codeable: Any) -> list[Code]:
-    """The (system, code) pairs of a CodeableConcept, LOINC under any of its spellings as LOINC."""
-    # Parsed JSON is made of dicts; ``dict`` checks are much cheaper than ``Mapping`` ones here.
-    if not isinstance(codeable, dict):
-        return []
-    found = []
-    for coding in items_of(codeable, "coding"):
-        if isinstance(coding, dict):
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str):
-                found.append((SYSTEM_ALIASES.get(system, system), code))
-    return found
+    """The (system, code) pairs of a CodeableConcept whose system and code are both strings."""
+    return [
+        (SYSTEM_ALIASES.get(system, system), code)
+        for system, code, _ in codings(codeable)
+        if system is not None and code is not None
+    ]
 
 
 def has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
-    """True when a Coding of ``resource.code`` is one of ``wanted`` (``codes_of`` without the list:
-    this runs several times for every candidate Observation)."""
-    codeable = resource.get("code")
-    if not isinstance(codeable, dict):
-        return False
-    for coding in items_of(codeable, "coding"):
-        if isinstance(coding, dict):
-            system, code = coding.get("system"), coding.get("code")
-            if (
-                isinstance(system, str)
-                and isinstance(code, str)
-                and (SYSTEM_ALIASES.get(system, system), code) in wanted
-            ):
-                return True
+    """True when a Coding of ``resource.code`` is one of ``wanted``."""
+    # A loop, not ``codes_of``: this runs several times for every candidate Observation.
+    for system, code, _ in codings(resource.get("code")):
+        if system is not None and code is not None and (SYSTEM_ALIASES.get(system, system), code) in wanted:
+            return True
     return False
 
 
