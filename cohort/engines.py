@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -40,7 +40,20 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class DuckDBEngine:
+class _Closing:
+    """An engine that closes when the ``with`` block around it ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DuckDBEngine(_Closing):
     """DuckDB in this process. Lines are read with its NDJSON object reader, which hands over each
     object's text exactly as the server wrote it (numbers too), skips blank lines, refuses a line
     that is not JSON, and reads files in parallel."""
@@ -109,14 +122,8 @@ class DuckDBEngine:
     def close(self) -> None:
         self._con.close()
 
-    def __enter__(self) -> DuckDBEngine:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SparkEngine:
+class SparkEngine(_Closing):
     """Apache Spark: local mode by default, a cluster through ``master`` (``spark://host:7077``)."""
 
     name = "spark"
@@ -183,12 +190,6 @@ class SparkEngine:
 
     def close(self) -> None:
         self._spark.stop()
-
-    def __enter__(self) -> SparkEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 #: The error both engines raise for a line that holds JSON but no object.

@@ -146,12 +146,7 @@ class Dialect:
 
     def codes_in(self, codings: str, codes: Sequence[Code]) -> str:
         """True when any Coding of a CodeableConcept.coding list is one of ``codes``."""
-        if not codes:
-            return "false"
-        keys = self._wanted(codes)
-        if self.name == "spark":
-            return f"coalesce(arrays_overlap({self._keys(codings, 'c')}, {keys}), false)"
-        return f"coalesce(list_has_any({self._keys(codings, 'c')}, {keys}), false)"
+        return self.keys_in(self.coding_keys(codings), codes)
 
     def coding_keys(self, codings: str) -> str:
         """The ``system|code`` keys of a CodeableConcept.coding list (computed once, tested often)."""
