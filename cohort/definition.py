@@ -64,16 +64,11 @@ class CohortDefinition:
 
     def lab_codes(self) -> list[Code]:
         """Every (system, code) the mappers read, from the site's mapping tables."""
-        found: set[Code] = set()
-        for concept in self.mapping.concepts.values():
-            for entry in concept.codes:
-                systems = (entry.system,) if entry.system else self.mapping.research_code_systems
-                found.update((SYSTEM_ALIASES.get(system, system), entry.code) for system in systems)
-        return sorted(found)
+        return sorted(self.lab_code_set)
 
     @cached_property
     def lab_code_set(self) -> frozenset[Code]:
-        return frozenset(self.lab_codes())
+        return self.mapping.codes()
 
     @property
     def lab_window_days(self) -> tuple[int, int]:

@@ -120,6 +120,11 @@ class MappingConfig:
         tokens += [f"{system}|{code}" for system, code in self.panel_codes]
         return list(dict.fromkeys(tokens))
 
+    def codes(self) -> frozenset[tuple[str, str]]:
+        """Every (system, code) the tables map, each system spelt as ``lookup`` reads it."""
+        index: dict[tuple[str, str], tuple[Concept, CodeEntry]] = self._index
+        return frozenset(index)
+
     def lookup(self, system: str | None, code: str | None) -> tuple[Concept, CodeEntry] | None:
         """The concept a Coding means under this site's tables, if any."""
         if not system or not code:
