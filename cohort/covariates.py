@@ -12,7 +12,7 @@ from cohort.codes import Code
 from cohort.dates import condition_day, event_date, observation_day
 from cohort.definition import CohortDefinition
 from cohort.matching import codes_of, has_code, is_void
-from fhir_mappings.resources import Resource, decimal_of
+from fhir_mappings.resources import Resource, decimal_of, text_of
 from ichis.measurement import plain
 
 PDL1_CATEGORIES = ("<1%", "1-49%", ">=50%")
@@ -59,7 +59,7 @@ def _pdl1(resource: Resource) -> tuple[str, str | None] | None:
     value = decimal_of(quantity.get("value"))
     if value is None or value < 0 or value > 100:
         return None
-    comparator = quantity.get("comparator") if isinstance(quantity.get("comparator"), str) else None
+    comparator = text_of(quantity, "comparator")
     shown = f"{comparator or ''}{plain(value)}"
     return shown, pdl1_category(value, comparator)
 
@@ -101,8 +101,7 @@ def _demographics(patient: Resource | None, dose_day: date) -> tuple[dict[str, A
     """Sex and age at the first dose, and a note when the birth date leaves the age open."""
     if patient is None:
         return {}, []
-    gender = patient.get("gender")
-    columns: dict[str, Any] = {"sex": gender if isinstance(gender, str) else None}
+    columns: dict[str, Any] = {"sex": text_of(patient, "gender")}
     notes = []
     birth = event_date(patient.get("birthDate"))
     if birth is not None:

@@ -16,7 +16,7 @@ from cohort.definition import CohortDefinition
 from fhir_mappings.bundles import loads
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
-from fhir_mappings.resources import Resource, reference_of
+from fhir_mappings.resources import Resource, reference_of, text_of
 
 #: Why a patient of the input has no row in the table (``ichis cohort extract``'s summary).
 NO_CHECKPOINT_INHIBITOR = "no checkpoint-inhibitor order or administration"
@@ -59,24 +59,25 @@ def _medication_codeables(resource: Resource, medication: Resource | None) -> li
     return medication_codeables(resource, index)
 
 
+def _no_order(resource: Resource) -> bool:
+    """A request that is no order: a proposal, a plan, an option of a set."""
+    return text_of(resource, "intent") in codes.NOT_ORDER_INTENTS
+
+
 def _may_be_dose(resource: Resource) -> bool:
     """Not an administration or order that never happened, and not a request that is no order."""
-    status, intent = resource.get("status"), resource.get("intent")
-    if isinstance(status, str) and status in codes.VOID_DOSE_STATUSES:
-        return False
-    return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
+    return text_of(resource, "status") not in codes.VOID_DOSE_STATUSES and not _no_order(resource)
 
 
 def _is_record(resource: Resource) -> bool:
     """A record that the drug was given, ordered or meant and not given (not-done): anything but a
     record withdrawn as an error, a request that is no order (a plan, a proposal), or one that
     forbids the drug."""
-    status, intent = resource.get("status"), resource.get("intent")
-    if status == "entered-in-error" or resource.get("doNotPerform") is True:
+    if resource.get("status") == "entered-in-error" or resource.get("doNotPerform") is True:
         # doNotPerform is a modifier: the request forbids the drug (https://hl7.org/fhir/R4/
         # medicationrequest-definitions.html#MedicationRequest.doNotPerform).
         return False
-    return not (isinstance(intent, str) and intent in codes.NOT_ORDER_INTENTS)
+    return not _no_order(resource)
 
 
 def _confirm(

@@ -12,7 +12,7 @@ from typing import Any
 from cohort import codes
 from cohort.codes import Code
 from fhir_mappings.config import SYSTEM_ALIASES
-from fhir_mappings.resources import Resource, codings, items_of
+from fhir_mappings.resources import Resource, codings, items_of, text_of
 
 _VOID_OBSERVATION = frozenset(codes.VOID_RESULT_STATUSES)
 #: Condition verification statuses that withdraw a diagnosis.
@@ -41,8 +41,7 @@ def is_void(resource: Resource) -> bool:
     """A Condition refuted or entered in error, or an Observation whose status says it is no result."""
     if resource.get("resourceType") == "Condition":
         return any(code in _VOID_CONDITION for _, code in codes_of(resource.get("verificationStatus")))
-    status = resource.get("status")
-    return isinstance(status, str) and status in _VOID_OBSERVATION
+    return text_of(resource, "status") in _VOID_OBSERVATION
 
 
 def may_be_lab(observation: Resource, lab_codes: frozenset[Code]) -> bool:
