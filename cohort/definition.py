@@ -15,6 +15,7 @@ from typing import Any
 from cohort import codes
 from cohort.codes import Code
 from cohort.errors import CohortConfigError
+from cohort.matching import spellings
 from fhir_mappings.config import SYSTEM_ALIASES, ConfigurationError, MappingConfig, load_mapping_config
 from fhir_mappings.medications import DrugTable
 
@@ -86,14 +87,7 @@ class CohortDefinition:
 
     def drug_codes(self) -> list[Code]:
         """Checkpoint-inhibitor codes under every spelling of their system the drug table accepts."""
-        aliases: dict[str, list[str]] = {}
-        for alias, canonical in self.drugs.system_aliases.items():
-            aliases.setdefault(canonical, []).append(alias)
-        found: set[Code] = set()
-        for system, code in self.drugs.codes:
-            found.add((system, code))
-            found.update((alias, code) for alias in aliases.get(system, []))
-        return sorted(found)
+        return sorted(spellings(self.drugs.codes, self.drugs.system_aliases))
 
     def drug_names(self) -> list[str]:
         return sorted({name for drug in self.drugs.drugs.values() for name in drug.names})

@@ -6,7 +6,7 @@ The cohort's code tables (``cohort.codes``, the site's ``[cohort]`` rules) hold 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cohort import codes
@@ -35,6 +35,18 @@ def has_code(resource: Resource, wanted: frozenset[Code]) -> bool:
         if system is not None and code is not None and (SYSTEM_ALIASES.get(system, system), code) in wanted:
             return True
     return False
+
+
+def spellings(codes: Iterable[Code], aliases: Mapping[str, str] = SYSTEM_ALIASES) -> list[Code]:
+    """``codes`` plus the same codes under each other spelling of their system (``aliases`` maps a
+    spelling to its canonical system), each once, in order."""
+    others: dict[str, list[str]] = {}
+    for alias, canonical in aliases.items():
+        others.setdefault(canonical, []).append(alias)
+    found = dict.fromkeys(codes)
+    for system, code in list(found):
+        found.update(dict.fromkeys((alias, code) for alias in others.get(system, [])))
+    return list(found)
 
 
 def is_void(resource: Resource) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from cohort import codes
 from cohort.codes import Code
 from cohort.definition import CohortDefinition
-from fhir_mappings.config import SYSTEM_ALIASES
+from cohort.matching import spellings
 
 #: Resource types the plan reads, and the name of the view holding each one's lines.
 RESOURCE_TYPES = (
@@ -141,7 +141,9 @@ class Dialect:
         return f"array({items})" if self.name == "spark" else f"[{items}]"
 
     def _wanted(self, codes: Sequence[Code]) -> str:
-        """``codes`` as a list of ``system|code`` keys, under every spelling of their system."""
+        """``codes`` as a list of ``system|code`` keys, under every spelling of their system (LOINC's
+        HL7 OID, https, a trailing slash): the Python step reads those as the canonical system, so
+        the engines must keep them too."""
         return self._array([f"{system}|{code}" for system, code in spellings(codes)])
 
     def codes_in(self, codings: str, codes: Sequence[Code]) -> str:
@@ -196,19 +198,6 @@ class Dialect:
         if self.name == "spark":
             return f"({expr} RLIKE {self.literal(pattern)})"
         return f"regexp_matches({expr}, {self.literal(pattern)})"
-
-
-def spellings(codes: Sequence[Code]) -> list[Code]:
-    """``codes`` plus the same codes under the other spellings of their system (LOINC's HL7 OID,
-    https, a trailing slash): the Python step reads those as the canonical system, so the engines
-    must keep them too."""
-    aliases: dict[str, list[str]] = {}
-    for alias, canonical in SYSTEM_ALIASES.items():
-        aliases.setdefault(canonical, []).append(alias)
-    found = dict.fromkeys(codes)
-    for system, code in codes:
-        found.update(dict.fromkeys((alias, code) for alias in aliases.get(system, [])))
-    return list(found)
 
 
 DUCKDB = Dialect("duckdb")
