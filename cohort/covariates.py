@@ -165,10 +165,7 @@ def covariates(
     dose_day: date,
     definition: CohortDefinition,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The covariate columns of a row at the first dose, and the notes on what could not be read.
-
-    ``conditions`` are those not withdrawn; ``observations`` all the patient's candidates.
-    """
+    """The covariate columns of a row at the first dose (``conditions``: those not withdrawn), with notes."""
     demographics, notes = _demographics(patient, dose_day)
     histology, histology_notes = _histology(conditions, definition)
     return demographics | _observed(observations, dose_day, definition) | histology, notes + histology_notes

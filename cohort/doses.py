@@ -18,12 +18,6 @@ from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
 from fhir_mappings.resources import Resource, reference_of, text_of
 
-#: Why a patient of the input has no row in the table (``ichis cohort extract``'s summary).
-NO_CHECKPOINT_INHIBITOR = "no checkpoint-inhibitor order or administration"
-DOSE_AFTER_CUTOFF = "first checkpoint-inhibitor dose after the cut-off"
-NO_DOSE = "checkpoint-inhibitor records that are no dose (not given, or without a readable date)"
-OUTSIDE_DIAGNOSES = "no condition among the cohort's diagnosis codes"
-
 
 @dataclass(frozen=True, slots=True)
 class FirstDose:
@@ -47,6 +41,13 @@ class DoseCandidate:
     time: str | None
     line: str
     medication_line: str | None
+
+
+#: Why a patient of the input has no row in the table (``ichis cohort extract``'s summary).
+NO_CHECKPOINT_INHIBITOR = "no checkpoint-inhibitor order or administration"
+DOSE_AFTER_CUTOFF = "first checkpoint-inhibitor dose after the cut-off"
+NO_DOSE = "checkpoint-inhibitor records that are no dose (not given, or without a readable date)"
+OUTSIDE_DIAGNOSES = "no condition among the cohort's diagnosis codes"
 
 
 def _medication_codeables(resource: Resource, medication: Resource | None) -> list[Any]:

@@ -171,10 +171,8 @@ def outcomes(
     definition: CohortDefinition,
     last_contact: date | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The outcome columns of a row (events, follow-up end, PFS, OS) and the notes on them.
-
-    ``records``: the patient's Observations, then the Conditions not withdrawn.
-    """
+    """The outcome columns of a row (events, follow-up end, PFS, OS) and the notes on them."""
+    # ``records``: the Observations, then the Conditions not withdrawn (events are read in that order).
     event_codes = frozenset(
         c for rule in definition.death_rules + definition.progression_rules for c in rule.codes
     )

@@ -22,7 +22,7 @@ from fhir_mappings.assessment import assess
 from fhir_mappings.bundles import loads
 from fhir_mappings.resources import Resource, current_versions
 from fhir_mappings.subjects import CallPatient
-from ichis.measurement import plain
+from ichis.measurement import Measurement, plain
 from ichis.score import Part
 
 #: Columns of the cohort table, in order, with their logical types (string, int, bool, date).
@@ -77,11 +77,9 @@ class _Records:
 
 
 def _current_records(lines: Sequence[tuple[str, str]]) -> _Records:
-    """The resources of ``(resource type, JSON line)`` pairs, each in its current version, by kind.
-
-    The lines are read in a fixed order (engines hand them over in any order), so that reasons and
-    notes, which follow the order of the results, read the same from every engine and every run.
-    """
+    """The resources of ``(resource type, JSON line)`` pairs, each in its current version, by kind."""
+    # The lines are read in a fixed order (engines hand them over in any order), so that reasons and
+    # notes, which follow the order of the results, read the same from every engine and every run.
     # Spark keeps the spaces around a line, DuckDB strips them: sort on what both hand over.
     resources = [loads(line) for _, line in sorted(lines, key=lambda item: (item[0], item[1].strip()))]
     resources = [r for r in resources if isinstance(r, Mapping)]
@@ -129,14 +127,17 @@ def _in_lab_window(observation: Resource, dose_day: date, definition: CohortDefi
     return -before <= (day - dose_day).days <= after
 
 
+def _per_uL(measurement: Measurement | None) -> str | None:
+    """A count per uL as exact decimal text, or None when the part was not measured."""
+    return plain(measurement.value_per_uL) if measurement else None
+
+
 def _score_columns(
     dose: FirstDose, observations: Sequence[Resource], definition: CohortDefinition
 ) -> dict[str, Any]:
-    """The baseline counts and IChIS at the first dose, by the service's own path.
-
-    Only Observations the mappers can read, in the lab window, are handed over (as the engine's
-    narrowing does).
-    """
+    """The baseline counts and IChIS at the first dose, by the service's own path."""
+    # Only Observations the mappers can read, in the lab window, are handed over (as the engine's
+    # narrowing does).
     labs = [
         o
         for o in observations
@@ -149,11 +150,9 @@ def _score_columns(
     neutrophils = result.parts[Part.NEUTROPHILS]
     ig = result.parts[Part.IMMATURE_GRANULOCYTES]
     return {
-        "neutrophils_per_uL": plain(neutrophils.measurement.value_per_uL)
-        if neutrophils.measurement
-        else None,
+        "neutrophils_per_uL": _per_uL(neutrophils.measurement),
         "neutrophils_points": neutrophils.points,
-        "ig_per_uL": plain(ig.measurement.value_per_uL) if ig.measurement else None,
+        "ig_per_uL": _per_uL(ig.measurement),
         "ig_points": ig.points,
         "ig_derived": ig.measurement.derived if ig.measurement else None,
         "ichis": result.score,
