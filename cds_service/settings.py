@@ -4,7 +4,6 @@ the overrides a test passes to ``create_app``. Each setting is documented in the
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from cds_service.auth import TrustedIssuer, parse_issuers
 from cds_service.declarations import discovery, prefetch_templates
-from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping_config
+from fhir_mappings.config import ConfigurationError, MappingConfig, load_mapping_config, read_site_file
 from fhir_mappings.medications import DrugTable
 from fhir_mappings.outbound import Destinations, UnsafeDestination
 from fhir_mappings.scope import DiagnosisTable
@@ -132,17 +131,6 @@ def load_settings(
         raise ConfigurationError("auth_mode must be 'jwt' or 'off'")
     _check_trust_boundaries(settings)
     return settings
-
-
-def read_site_file(path: Path) -> dict[str, Any]:
-    """The site file (TOML): every app's table of settings and the mapping tables."""
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise ConfigurationError(f"cannot read configuration {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigurationError(f"configuration {path} is not valid TOML: {error}") from None
 
 
 def _check_trust_boundaries(settings: Settings) -> None:

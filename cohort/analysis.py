@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, KaplanMeierFitter  # type: ignore[import-untyped]
-from lifelines.exceptions import ConvergenceError  # type: ignore[import-untyped]
-from lifelines.statistics import (  # type: ignore[import-untyped]
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.exceptions import ConvergenceError
+from lifelines.statistics import (
     multivariate_logrank_test,
     proportional_hazard_test,
 )
-from scipy.stats import chi2  # type: ignore[import-untyped]
+from scipy.stats import chi2
 
 from cohort.errors import CohortInputError, CohortNothingToAnalyse
 

@@ -26,7 +26,7 @@ import requests
 
 from cohort.errors import CohortConfigError, CohortServerError
 from cohort.plan import RESOURCE_TYPES
-from fhir_mappings.client import same_origin
+from fhir_mappings.outbound import same_origin
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART v2 scopes to read what the extraction reads.

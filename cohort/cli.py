@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from cohort.extract import ExtractionSummary, extract_rows, write_summary
 from cohort.sources import discover
 from cohort.synth import SYNTHETIC_NOTICE, SynthOptions, write_cohort
 from cohort.table import read_table, write_rows
+from fhir_mappings.config import ConfigurationError, read_site_file
 
 EXIT_OK = 0
 EXIT_OTHER = 1
@@ -52,12 +52,9 @@ def _read_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise CohortConfigError(f"cannot read configuration {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise CohortConfigError(f"configuration {path} is not valid TOML: {error}") from None
+        return read_site_file(Path(path))
+    except ConfigurationError as error:
+        raise CohortConfigError(str(error)) from None
 
 
 def _date(text: str) -> date:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 
 from cohort.errors import CohortError, CohortInputError, CohortUsageError
 from cohort.plan import DUCKDB, SPARK, Dialect
@@ -179,7 +179,7 @@ class SparkEngine(_Closing):
         frame.createOrReplaceTempView(view)
 
     def stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
-        from py4j.protocol import Py4JJavaError  # type: ignore[import-untyped]  # noqa: PLC0415 - as above
+        from py4j.protocol import Py4JJavaError  # noqa: PLC0415 - as above
         from pyspark.errors import PySparkException  # noqa: PLC0415 - as above
 
         try:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
-from lifelines.plotting import add_at_risk_counts  # type: ignore[import-untyped]
+from lifelines import KaplanMeierFitter
+from lifelines.plotting import add_at_risk_counts
 
 matplotlib.use("Agg")  # files only, no display; must come before pyplot is imported
 import matplotlib.pyplot as plt

@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
-from lifelines.utils import concordance_index  # type: ignore[import-untyped]
-from scipy.stats import norm  # type: ignore[import-untyped]
-from sksurv.metrics import (  # type: ignore[import-untyped]  # scikit-survival ships no type information
+from lifelines import KaplanMeierFitter
+from lifelines.utils import concordance_index
+from scipy.stats import norm
+from sksurv.metrics import (
     concordance_index_ipcw,
     cumulative_dynamic_auc,
 )
-from sksurv.util import Surv  # type: ignore[import-untyped]  # as above
+from sksurv.util import Surv
 
 from cohort.analysis import Median, kaplan_meier
 from ichis.reference import PUBLISHED_STRATA, Estimate

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +23,18 @@ from ichis.icis import ICIS_PARAMETERS, Band, IcisConfig, IcisConfigurationError
 
 class ConfigurationError(ValueError):
     """A site configuration that cannot be used; the message names the setting and the fix."""
+
+
+def read_site_file(path: Path) -> dict[str, Any]:
+    """The site file (TOML): every app's settings table and the mapping tables, for every reader
+    (the service, the SMART app, ``ichis score``, the cohort tool)."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigurationError(f"cannot read configuration {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"configuration {path} is not valid TOML: {error}") from None
 
 
 KINDS = ("count", "percent", "measure")
