@@ -36,21 +36,26 @@ _USAGE = (
     "Conditions. Orders without a checkpoint inhibitor receive no card."
 )
 
+
+def _order_service(service_id: str, hook: str, title: str, verb: str) -> ServiceDeclaration:
+    """A service on an order hook: both say the same but for the moment they answer."""
+    return ServiceDeclaration(
+        id=service_id,
+        hook=hook,
+        title=title,
+        description=_DESCRIPTION.format(verb=verb),
+        usage_requirements=_USAGE,
+    )
+
+
 SERVICES: tuple[ServiceDeclaration, ...] = (
-    ServiceDeclaration(
-        id="ichis-prognosis",
-        hook="order-select",
-        title="IChIS prognostic score for checkpoint inhibitor orders",
-        description=_DESCRIPTION.format(verb="selected"),
-        usage_requirements=_USAGE,
+    _order_service(
+        "ichis-prognosis",
+        "order-select",
+        "IChIS prognostic score for checkpoint inhibitor orders",
+        "selected",
     ),
-    ServiceDeclaration(
-        id="ichis-prognosis-sign",
-        hook="order-sign",
-        title="IChIS prognostic score at order signing",
-        description=_DESCRIPTION.format(verb="signed"),
-        usage_requirements=_USAGE,
-    ),
+    _order_service("ichis-prognosis-sign", "order-sign", "IChIS prognostic score at order signing", "signed"),
 )
 BY_ID = {service.id: service for service in SERVICES}
 
