@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The checkout's packages import only once ROOT is on the path (E402).
 from cds_service.declarations import prefetch_templates  # noqa: E402
 from fhir_mappings.bundles import dumps  # noqa: E402
 from fhir_mappings.config import load_mapping_config  # noqa: E402

@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fhir", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8090/fhir")
     args = parser.parse_args(argv)
     count = load(args.fhir, datetime.now(UTC))
-    print(f"loaded {count} demo resources ({len(PATIENTS)} patients) into {args.fhir}")  # noqa: T201
+    print(f"loaded {count} demo resources ({len(PATIENTS)} patients) into {args.fhir}")  # noqa: T201 - a command reports
     return 0
 
 

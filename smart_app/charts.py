@@ -195,8 +195,8 @@ def strata_chart(strata: Sequence[PublishedStratum], highlighted: int | None) ->
 
     panels: list[StrataPanel] = []
     y = box.top
-    pfs: Callable[[PublishedStratum], Estimate] = lambda s: s.median_pfs_days  # noqa: E731
-    os_: Callable[[PublishedStratum], Estimate] = lambda s: s.median_os_days  # noqa: E731
+    pfs: Callable[[PublishedStratum], Estimate] = lambda s: s.median_pfs_days  # noqa: E731 - typed, beside its twin
+    os_: Callable[[PublishedStratum], Estimate] = lambda s: s.median_os_days  # noqa: E731 - typed, beside its twin
     for title, pick in (("Median progression-free survival", pfs), ("Median overall survival", os_)):
         title_y = y + 16
         y += title_gap
