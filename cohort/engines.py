@@ -1,7 +1,10 @@
 """The two engines that run the extraction plan: DuckDB (embedded, the default) and Apache Spark.
 
 Both expose the same four operations: register NDJSON files as a view of lines, register a small
-table of rows, and stream a query's rows in order. Neither builds a Python object per input line.
+table of rows, and stream a query's rows in order. Neither builds a Python object per input line,
+and neither holds the input or the candidate lines in memory: DuckDB's joins build on the cohort's
+side, and its results are sorted here in bounded memory (``cohort.sorting``); Spark sorts and
+spills itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pyarrow as pa
 
 from cohort.errors import CohortError, CohortInputError, CohortUsageError
 from cohort.plan import DUCKDB, SPARK, Dialect
+from cohort.sorting import RUN_BYTES, nulls_last, sorted_rows
 
 #: Rows fetched from DuckDB per round trip while streaming.
 _BATCH = 4096
@@ -34,8 +38,9 @@ class Engine(Protocol):
     def table(self, view: str, rows: Sequence[tuple[str, date]]) -> None:
         """Register ``(patient, dose_date)`` rows as a view."""
 
-    def stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
-        """The query's rows, in its order, without holding them all."""
+    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
+        """The query's rows, ordered by the ``order`` columns of its result (ascending; NULL last on
+        DuckDB, first on Spark), without holding them all."""
 
     def close(self) -> None: ...
 
@@ -61,7 +66,10 @@ class DuckDBEngine(_Closing):
     name = "duckdb"
     dialect = DUCKDB
 
-    def __init__(self, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(
+        self, threads: int | None = None, memory_limit: str | None = None, sort_run_bytes: int = RUN_BYTES
+    ) -> None:
+        self._run_bytes = sort_run_bytes
         config: dict[str, Any] = {}
         if threads:
             config["threads"] = threads
@@ -73,8 +81,13 @@ class DuckDBEngine(_Closing):
         # Filter pushdown moves a filter on a parsed field below the projection that parses it,
         # substituting the expression: every line's JSON was then parsed twice (once to filter,
         # once to project), a third of the extraction's time. Results are the same without it.
-        self._con.execute("SET disabled_optimizers = 'filter_pushdown'")
-        # Sorting the candidate stream may spill; keep it beside other temporary files.
+        # DuckDB guesses a few hundred rows for read_json_objects, so its build-side optimiser put
+        # the parsed Observations, line text and all, into the hash table of the join to the
+        # cohort's patients: 0.9 million lines in memory per 2.5 million Observations, growing with
+        # the export. The plan writes every join with its small side on the right, which DuckDB
+        # builds when this optimiser is off; the input then streams through the joins.
+        self._con.execute("SET disabled_optimizers = 'filter_pushdown,build_side_probe_side'")
+        # An operator that spills (a large join or aggregate) keeps its files beside other temporary files.
         self._con.execute(
             f"SET temp_directory = {DUCKDB.literal(str(Path(tempfile.gettempdir()) / 'ichis-duckdb'))}"
         )
@@ -110,10 +123,25 @@ class DuckDBEngine(_Closing):
         self._con.execute(f"CREATE OR REPLACE TEMP TABLE {view} AS SELECT * FROM {view}_arrow")  # noqa: S608
         self._con.unregister(f"{view}_arrow")
 
-    def stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
+        # The rows stream from DuckDB unsorted and are sorted here: DuckDB's ORDER BY held every
+        # candidate line in memory (0.3 GB per 12.5 million Observations, and growing), and under a
+        # memory limit it failed now and then instead of spilling.
+        rows = self._rows(sql)
+        if order:
+            columns = [column[0] for column in next(rows)]
+            key = nulls_last(tuple(columns.index(name) for name in order))
+            rows = sorted_rows(rows, key, self._run_bytes)
+        else:
+            next(rows)
+        yield from rows
+
+    def _rows(self, sql: str) -> Iterator[Any]:
+        """The result's description (a tuple per column, the name first), then its rows."""
         # One query at a time on the connection: temporary views belong to it.
         try:
             result = self._con.execute(sql)
+            yield result.description or ()
             while batch := result.fetchmany(_BATCH):
                 yield from batch
         except duckdb.Error as error:
@@ -178,10 +206,13 @@ class SparkEngine(_Closing):
         frame = self._spark.createDataFrame(list(rows), schema="patient STRING, dose_date DATE")
         frame.createOrReplaceTempView(view)
 
-    def stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
         from py4j.protocol import Py4JJavaError  # noqa: PLC0415 - as above
         from pyspark.errors import PySparkException  # noqa: PLC0415 - as above
 
+        if order:
+            # The query's last SELECT (or UNION ALL) is sorted; Spark spills a large sort itself.
+            sql = f"{sql}ORDER BY {', '.join(order)}\n"
         try:
             for row in self._spark.sql(sql).toLocalIterator(prefetchPartitions=True):
                 yield tuple(row)
@@ -210,9 +241,10 @@ def _input_error(message: str) -> CohortError:
 def open_engine(name: str, spark_master: str | None = None) -> DuckDBEngine | SparkEngine:
     """The engine by name: ``duckdb`` (default) or ``spark`` (``spark_master`` chooses the cluster)."""
     if name == "duckdb":
-        # No memory limit: at 400 MB the 2.5 M-Observation benchmark peaked at 0.65-0.8 GiB instead of
-        # 1.1-1.4 GiB, but five times that export failed with "Out of Memory" (an operator that does
-        # not spill). A bounded peak needs the candidate stream to spill; see docs/cohort.md.
+        # No memory limit: what DuckDB holds is bounded without one (the joins build on the cohort's
+        # side, the sorts are done in bounded memory in Python). A limit of 300-400 MB failed now and
+        # then with "Out of Memory" in ORDER BY while the JSON reader's buffers (about 140 MB on two
+        # threads) counted against it; see docs/cohort.md.
         return DuckDBEngine()
     if name == "spark":
         return SparkEngine(spark_master or "local[2]")

@@ -60,10 +60,10 @@ def first_doses(
     counts who was seen and why the others have none."""
     summary = summary if summary is not None else ExtractionSummary()
     candidates_of: set[str] = set()
-    rows = engine.stream(plan.dose_candidates(definition, engine.dialect))
+    rows = engine.stream(plan.dose_candidates(definition, engine.dialect), plan.DOSE_ORDER)
     for patient, group in itertools.groupby(rows, key=lambda r: r[0]):
         candidates_of.add(patient)
-        candidates = [DoseCandidate(source, t, line, med) for _, source, t, line, med in group]
+        candidates = [DoseCandidate(source, t, line, med) for _, source, t, line, med, _ in group]
         dose, why = first_dose_or_reason(patient, candidates, definition)
         if dose is not None:
             yield dose
@@ -122,7 +122,7 @@ def _extract(
     # The workers start now, while the engine reads the Observations.
     with scoring.Scorer(definition, workers) as scorer:
         tick = progress("patients", len(doses))
-        stream = engine.stream(plan.patient_resources(definition, engine.dialect))
+        stream = engine.stream(plan.patient_resources(definition, engine.dialect), plan.RESOURCE_ORDER)
         work = _work(stream, doses, contacts)
         for _, row in scorer.rows(work):
             tick(1)

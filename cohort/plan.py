@@ -41,6 +41,14 @@ def view_of(resource_type: str) -> str:
     return f"src_{resource_type.lower()}"
 
 
+# The order the extraction reads a query's rows in, by result column: the queries hold no ORDER BY,
+# each engine sorts its own way (Engine.stream).
+#: Dose candidates: each patient's, earliest first within each source.
+DOSE_ORDER = ("patient", "source", "day", "t")
+#: Candidate resources: each patient's together (records.py orders them itself).
+RESOURCE_ORDER = ("patient",)
+
+
 # JSON schemas of the elements the plan reads; everything else stays in the line for Python.
 _STR = "string"
 _CODINGS: dict[str, Any] = {"coding": [{"system": _STR, "code": _STR}]}
@@ -307,7 +315,8 @@ def dose_candidates(definition: CohortDefinition, dialect: Dialect) -> str:
     Administrations after the cut-off or not done are kept too: they say that a patient's
     administrations are recorded, so an order alone is no dose (doses.first_dose).
 
-    Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line.
+    Rows: patient, source (resource type), time (as sent), line, the referenced Medication's line,
+    the day of the time; to be read in :data:`DOSE_ORDER`.
     """
     d = dialect
     pattern = _drug_pattern(definition)
@@ -339,8 +348,7 @@ candidates AS (
     AND coalesce(o.intent, '') NOT IN ({not_orders})
     AND ({d.matches("lower(o.line)", pattern)} OR m.id IS NOT NULL)
 )
-SELECT patient, source, t, line, med_line FROM candidates
-ORDER BY patient, source, day, t
+SELECT patient, source, t, line, med_line, day FROM candidates
 """  # noqa: S608 - literals are quoted by the dialect; the rest is the plan's own text
 
 
@@ -373,10 +381,11 @@ WHERE r.id IS NOT NULL
 
 
 def patient_resources(definition: CohortDefinition, dialect: Dialect) -> str:
-    """Every cohort patient's Patient line, candidate Observations and Conditions, ordered by patient.
+    """Every cohort patient's Patient line, candidate Observations and Conditions.
 
     Observation windows are conservative (margins for time zones, see CohortDefinition): the exact
-    rules are applied in Python. Rows: patient, resource type, line.
+    rules are applied in Python. Rows: patient, resource type, line; to be read in
+    :data:`RESOURCE_ORDER`.
     """
     d = dialect
     before, after = definition.lab_window_days
@@ -439,7 +448,6 @@ WHERE {d.codes_in("x.codings", definition.condition_codes())}
 UNION ALL
 SELECT c.patient, 'Patient' AS kind, p.line
 FROM patients p JOIN cohort_patients c ON p.patient = c.patient
-ORDER BY 1
 """  # noqa: S608 - as above
 
 

@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import re
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,15 @@ from cohort.definition import CohortDefinition
 from cohort.engines import DuckDBEngine, SparkEngine
 from cohort.errors import CohortInputError
 from cohort.extract import ExtractionSummary, extract_rows
-from cohort.plan import DUCKDB, SPARK, dose_candidates, last_contacts, patient_resources
+from cohort.plan import (
+    DUCKDB,
+    RESOURCE_TYPES,
+    SPARK,
+    dose_candidates,
+    last_contacts,
+    patient_resources,
+    view_of,
+)
 from cohort.sources import discover
 from tests.cohort.conftest import administration, count, rxnorm
 
@@ -88,6 +97,42 @@ def test_the_plan_is_one_text_with_a_few_dialect_functions(build: Any, definitio
     duck, spark = build(definition, DUCKDB), build(definition, SPARK)
     assert CLAUSES.findall(duck) == CLAUSES.findall(spark)
     assert duck != spark
+
+
+def _build_sides(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The build side (DuckDB builds a hash table of its second child) of every join of a plan."""
+    if node["name"] == "HASH_JOIN":
+        yield node["children"][1]
+    for child in node["children"]:
+        yield from _build_sides(child)
+
+
+def _reads(node: dict[str, Any]) -> int:
+    """How many input files' scans (read_json_objects) a plan reads below this node."""
+    return (node["name"] == "READ_JSON_OBJECTS") + sum(_reads(child) for child in node["children"])
+
+
+@pytest.mark.parametrize(
+    ("build", "medications"), [(dose_candidates, 1), (patient_resources, 0), (last_contacts, 0)]
+)
+def test_duckdb_builds_no_hash_table_of_the_input(
+    build: Any, medications: int, small_cohort: Path, definition: CohortDefinition
+) -> None:
+    """Joins hold the cohort's patients (or the Medications) in memory and stream the input through:
+    DuckDB's guess of a few hundred rows per input file once made 0.9 million Observation lines
+    per 2.5 million the hash table of a join, memory that grew with the export."""
+    sources = discover([small_cohort])
+    with DuckDBEngine() as engine:
+        for kind in RESOURCE_TYPES:
+            engine.lines(view_of(kind), sources.files.get(kind, []))
+        # More patients than DuckDB guesses lines in an input file, as in a real cohort.
+        engine.table("cohort_patients", [(f"p{n}", date(2022, 3, 2)) for n in range(10_000)])
+        explained = engine._con.execute(f"EXPLAIN (FORMAT json) {build(definition, DUCKDB)}").fetchall()
+    plan = json.loads(explained[0][1])[0]
+    sides = list(_build_sides(plan))
+    assert sides
+    # The dose query's one join builds on the Medication file; the others on cohort_patients.
+    assert [_reads(side) for side in sides] == [medications] * len(sides)
 
 
 def truth(folder: Path) -> dict[str, dict[str, str]]:
