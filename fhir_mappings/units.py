@@ -10,11 +10,12 @@ never guessed. Non-UCUM spellings go through an explicit alias table kept as dat
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal, localcontext
 from importlib import resources
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
@@ -206,6 +207,20 @@ def default_aliases() -> dict[str, str]:
 
 # cells/uL per base-unit count density: 1 uL = 1e-9 m3, so (1/m3) * 1e-9 = 1/uL.
 _PER_M3_TO_PER_UL = Decimal("1e-9")
+_HUNDRED = Decimal(100)
+#: Wide enough that no product of a lab value (bounded to 1e+-30 by the reader) and a unit's
+#: power-of-ten scale is ever rounded; one object, so no context is switched per value.
+_EXACT = Context(prec=60)
+
+
+@functools.lru_cache(maxsize=256)
+def _factor(scale: Decimal, to: Decimal) -> Decimal:
+    """A unit's scale times a conversion, exact (both are powers of ten, or products of a few)."""
+    return _EXACT.multiply(scale, to)
+
+
+#: Distinct unit spellings remembered per process (a site sends a few dozen).
+_CACHED_SPELLINGS = 4096
 
 
 class UnitNormaliser:
@@ -218,7 +233,9 @@ class UnitNormaliser:
         self._any_case: dict[str, dict[str, str]] = {}
         for key, ucum in [*self._aliases.items(), *((code, code) for code in _UCUM_COUNTS)]:
             self._any_case.setdefault(key.casefold(), {})[key] = ucum
-        self._cache: dict[str, Unit | UnitError] = {}
+        #: A spelling's unit, or the sentence of why it has none. The sentence, not the error: an
+        #: exception raised again keeps every earlier traceback, and with it each call's frames.
+        self._cache: dict[str, Unit | str] = {}
 
     def resolve(self, spelling: str) -> Unit:
         """One unit string: the alias table (exact), then UCUM (case-sensitive), then the alias
@@ -228,10 +245,11 @@ class UnitNormaliser:
             try:
                 cached = self._resolve(spelling)
             except UnitError as error:
-                cached = error
-            self._cache[spelling] = cached
-        if isinstance(cached, UnitError):
-            raise cached
+                cached = str(error)
+            if len(self._cache) < _CACHED_SPELLINGS:  # spellings come from the feeds: bounded
+                self._cache[spelling] = cached
+        if isinstance(cached, str):
+            raise UnitError(cached)
         return cached
 
     def _resolve(self, spelling: str) -> Unit:
@@ -300,18 +318,14 @@ class UnitNormaliser:
         if unit.dimension != PER_VOLUME:
             shown = code or text or ""
             raise UnitError(f"'{shown}' is not a count per volume{self.case_hint(shown)}")
-        with localcontext() as ctx:
-            ctx.prec = 60
-            return value * unit.scale * _PER_M3_TO_PER_UL
+        return _EXACT.multiply(value, _factor(unit.scale, _PER_M3_TO_PER_UL))
 
     def to_percent(self, value: Decimal, code: str | None, system: str | None, text: str | None) -> Decimal:
         """A dimensionless fraction expressed in percent (``%``, ``/100{WBCs}``), exact."""
         unit = self._unit_of(code, system, text)
         if unit.dimension != DIMENSIONLESS:
             raise UnitError(f"'{code or text}' is not a percentage")
-        with localcontext() as ctx:
-            ctx.prec = 60
-            return value * unit.scale * 100
+        return _EXACT.multiply(value, _factor(unit.scale, _HUNDRED))
 
     def in_unit(
         self,

@@ -210,3 +210,37 @@ def test_each_spelling_whose_case_changes_the_unit_is_refused(spelling: str, why
     milli, T tera / t tonne, P peta / p pico), never a guess."""
     with pytest.raises(UnitError, match=re.escape(why)):
         UNITS.to_per_uL(Decimal(1), None, None, spelling)
+
+
+def test_a_unit_refused_again_and_again_keeps_nothing_of_the_calls_that_met_it() -> None:
+    # The refusal is remembered per spelling; an error object raised again would keep each
+    # earlier traceback, and with it every frame (a request's resources) that ever met it.
+    import gc
+    import weakref
+
+    units = UnitNormaliser(default_aliases())
+
+    class Resource:
+        pass
+
+    def read_one() -> weakref.ref[Resource]:
+        resource = Resource()
+        with pytest.raises(UnitError) as raised:
+            units.to_per_uL(Decimal("9"), "furlongs", UCUM_SYSTEM, None)
+        assert "unknown unit 'furlongs'" in str(raised.value)
+        return weakref.ref(resource)
+
+    kept = [read_one() for _ in range(50)]
+    gc.collect()
+    assert [ref() for ref in kept] == [None] * 50
+
+
+def test_the_exact_product_of_a_long_value_and_a_scale_is_not_rounded() -> None:
+    units = UnitNormaliser(default_aliases())
+    value = Decimal("9.000000000000000000000000000000000000000000001")
+    assert units.to_per_uL(value, "10*3/uL", UCUM_SYSTEM, None) == Decimal(
+        "9000.000000000000000000000000000000000000000001"
+    )
+    assert units.to_percent(Decimal("0.0123456789012345678901234567891"), "1", UCUM_SYSTEM, None) == Decimal(
+        "1.23456789012345678901234567891"
+    )
