@@ -122,8 +122,19 @@ def _codings(codeable: Any) -> Iterator[tuple[str | None, str | None]]:
 
 def match_concept(codeable: Any, config: MappingConfig) -> tuple[Concept, CodeEntry] | None:
     """The best-ranked concept any coding of a CodeableConcept maps to."""
+    # Read here rather than through ``codings``: every entry's code passes this way.
+    if not isinstance(codeable, dict):
+        return None
+    raw = codeable.get("coding")
+    if not isinstance(raw, list):
+        return None
     best: tuple[Concept, CodeEntry] | None = None
-    for system, code in _codings(codeable):
+    for coding in raw:
+        if not isinstance(coding, dict):
+            continue
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(system, str) or not isinstance(code, str):
+            continue
         hit = config.lookup(system, code)
         if hit and (best is None or hit[1].rank < best[1].rank):
             best = hit
@@ -297,7 +308,8 @@ class _Reader:
         except UnitError as error:
             self._problem(concept, reference, when, f"has a unit that cannot be used: {error}")
             return
-        shown = f"{plain_as_sent(value)} {unit_text or unit_code or ''}".strip()
+        as_sent = plain_as_sent(value)
+        shown = f"{as_sent} {unit_text or unit_code or ''}".strip()
         if (doubt := self._implausible(concept, value, normalised, comparator, shown)) is not None:
             self._problem(concept, reference, when, doubt)
             return
@@ -307,7 +319,7 @@ class _Reader:
         source = Source(
             reference=reference,
             effective=when.earliest,
-            value_as_sent=plain_as_sent(value),
+            value_as_sent=as_sent,
             unit_as_sent=unit_text or unit_code or "",
             status=str(status),
             sample=sample.label(),

@@ -161,9 +161,10 @@ class SubjectRule:
 
     def resource(self, resource: Resource) -> Verdict | None:
         """The verdict on a resource, or None when the rule does not apply to its type."""
-        if not is_about_a_patient(resource):
-            return None
-        return self.reference(subject_of(resource))
+        subject = subject_of(resource)
+        if subject is None and resource.get("resourceType") not in _NEEDS_SUBJECT:
+            return None  # the rule does not apply (see ``is_about_a_patient``)
+        return self.reference(subject)
 
 
 @dataclass(frozen=True, slots=True)
