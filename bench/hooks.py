@@ -20,8 +20,10 @@ hospital's whole ordering load), order-select with full prefetch (about 40 Obser
 order-select without prefetch against HAPI next to HAPI's own time for the same queries (HAPI
 warmed first, then timed right before and right after ours).
 Each contender runs ``--repeat`` times for ``--seconds`` at 32 connections (req/s, min-max),
-then at one connection (p50 and p99). ``--soak`` runs the no-card path that long at 32
-connections and prints the service's resident memory at the start and the end.
+then at one connection (p50 and p99). ``--soak`` runs that long at 32 connections, a minute
+at a time, the no-card path and a card whose prefetch has what hospital feeds send among good
+results (a unit nobody knows, a preliminary result, another patient's, one without a collection
+time), and prints the service's resident memory after each minute.
 
 Prints the machine's core count, every raw figure, and the ratios to the reference. Run on
 purpose, not by the test suite.
@@ -176,6 +178,27 @@ def _body(kind: str, fhir: str) -> bytes:
             "conditions": _searchset([r for r in records if r["resourceType"] == "Condition"]),
         }
     return dumps(body).encode()
+
+
+def _nth_replaced(text: str, old: str, new: str, n: int) -> str:
+    """``text`` with the ``n``-th occurrence (from 1; negative counts from the end) replaced."""
+    starts = [m.start() for m in re.finditer(re.escape(old), text)]
+    at = starts[n - 1 if n > 0 else n]
+    return text[:at] + new + text[at + len(old) :]
+
+
+def _feed_shaped(body: bytes) -> bytes:
+    """A card request with the shapes hospital feeds send among good results: a result in a unit
+    nobody knows, a preliminary one, another patient's, one without a collection time. Each is
+    refused with a reason (on the card when it falls in the look-back window), so the soak also
+    runs the paths that explain refusals."""
+    text = body.decode()
+    text = _nth_replaced(text, '"unit":"10*3/uL"', '"unit":"furlongs"', -1)
+    text = _nth_replaced(text, '"code":"10*3/uL"', '"code":"furlongs"', -1)
+    text = _nth_replaced(text, '"status":"final"', '"status":"preliminary"', 20)
+    text = _nth_replaced(text, '"reference":"Patient/ichis-bench"', '"reference":"Patient/someone-else"', 30)
+    text = _nth_replaced(text, '"effectiveDateTime"', '"effectiveTiming"', 35)
+    return text.encode()
 
 
 def _greeting_body() -> bytes:
@@ -417,9 +440,13 @@ def main() -> int:
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in _bench_patient(datetime.now(UTC))]}), headers={"Content-Type": "application/fhir+json"},
         timeout=120).raise_for_status()  # fmt: skip
-    bodies = {kind: work / f"{kind}.json" for kind in ("no-card", "prefetch", "fetch", "greeting")}
+    bodies = {kind: work / f"{kind}.json" for kind in ("no-card", "prefetch", "fetch", "greeting", "feed")}
     for kind, path in bodies.items():
-        path.write_bytes(_greeting_body() if kind == "greeting" else _body(kind, fhir))
+        if kind == "greeting":
+            path.write_bytes(_greeting_body())
+        else:
+            made = _body("prefetch" if kind == "feed" else kind, fhir)
+            path.write_bytes(_feed_shaped(made) if kind == "feed" else made)
     key = ec.generate_private_key(ec.SECP384R1())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -489,7 +516,10 @@ def main() -> int:
             if args.soak:
                 soak = run_soak(
                     base,
-                    bodies["no-card"],
+                    {
+                        "/cds-services/ichis-prognosis-sign": bodies["no-card"],
+                        "/cds-services/ichis-prognosis": bodies["feed"],
+                    },
                     seconds=args.soak,
                     work=work,
                     key_pem=key_pem,
@@ -511,24 +541,28 @@ def _rest(tokens: Path, skip: int) -> Path:
 
 
 def run_soak(
-    base: str, body: Path, *, seconds: float, work: Path, key_pem: str, pid: int, rate: float
+    base: str, bodies: dict[str, Path], *, seconds: float, work: Path, key_pem: str, pid: int, rate: float
 ) -> tuple[int, int, float, int]:
-    """The no-card path for ``seconds`` in one-minute runs with fresh tokens; (RSS start, RSS end
-    in KiB, mean req/s, errors)."""
-    path = "/cds-services/ichis-prognosis-sign"
+    """One-minute runs with fresh tokens for ``seconds``, taking the paths in turn (the no-card
+    path and a card from a feed-shaped prefetch, whose refusals are where memory once leaked);
+    (RSS start, RSS end in KiB, mean req/s, errors)."""
     chunk = 60.0
     start = rss_kib(pid)
     rates, errors = [], 0
     remaining = seconds
-    print(f"Soak: {seconds:.0f} s of the no-card path; RSS at start {start / 1024:.0f} MiB")
+    print(f"Soak: {seconds:.0f} s, {', '.join(bodies)} in turn; RSS at start {start / 1024:.0f} MiB")
+    turn = 0
     while remaining > 0:
         length = min(chunk, remaining)
+        path, body = list(bodies.items())[turn % len(bodies)]
+        turn += 1
         tokens = write_tokens(work / "tokens-soak.txt", key_pem, base + path, int(rate * length))
         run = Target(base, path, body, work).run(length, tokens=tokens)
         rates.append(run.rate)
         errors += run.errors
         remaining -= length
-        print(f"  {seconds - remaining:>5.0f} s: {run.rate:,.0f} req/s, RSS {rss_kib(pid) / 1024:.0f} MiB")
+        print(f"  {seconds - remaining:>5.0f} s: {path} {run.rate:,.0f} req/s, "
+              f"RSS {rss_kib(pid) / 1024:.0f} MiB")  # fmt: skip
     return start, rss_kib(pid), statistics.mean(rates), errors
 
 
