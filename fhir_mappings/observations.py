@@ -212,8 +212,9 @@ class _Reader:
             )
 
     def _problem(self, concept: Concept, reference: str, when: When | None, message: str) -> None:
+        end = "" if message.endswith(("?", ".")) else "."  # a question keeps its own mark
         self.problems.append(
-            Problem(concept.name, reference, when, f"{concept.label} {reference} {message}.")
+            Problem(concept.name, reference, when, f"{concept.label} {reference} {message}{end}")
         )
 
     def _value(
