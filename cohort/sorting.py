@@ -27,6 +27,10 @@ _CHUNK = 512
 def nulls_last(positions: tuple[int, ...]) -> Callable[[Row], tuple[Any, ...]]:
     """The key that orders rows by the columns at ``positions``, ascending, NULL after any value
     (DuckDB's default; strings by code point, which is the order of their UTF-8 bytes)."""
+    if len(positions) == 1:
+        # The common case (rows by patient), without a generator per row: a third of the sort.
+        (i,) = positions
+        return lambda row: (row[i] is None, row[i])
     return lambda row: tuple((row[i] is None, row[i]) for i in positions)
 
 
