@@ -3,8 +3,7 @@
 Both expose the same four operations: register NDJSON files as a view of lines, register a small
 table of rows, and stream a query's rows in order. Neither builds a Python object per input line,
 and neither holds the input or the candidate lines in memory: DuckDB's joins build on the cohort's
-side, and its results are sorted here in bounded memory (``cohort.sorting``); Spark sorts and
-spills itself.
+side, and the results of both engines are sorted here in bounded memory (``cohort.sorting``).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ class Engine(Protocol):
         """Register ``(patient, dose_date)`` rows as a view."""
 
     def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
-        """The query's rows, ordered by the ``order`` columns of its result (ascending; NULL last on
-        DuckDB, first on Spark), without holding them all."""
+        """The query's rows, ordered by the ``order`` columns of its result (ascending, NULL last),
+        without holding them all."""
 
     def close(self) -> None: ...
 
@@ -157,7 +156,10 @@ class SparkEngine(_Closing):
     name = "spark"
     dialect = SPARK
 
-    def __init__(self, master: str = "local[2]", driver_memory: str = "2g") -> None:
+    def __init__(
+        self, master: str = "local[2]", driver_memory: str = "2g", sort_run_bytes: int = RUN_BYTES
+    ) -> None:
+        self._run_bytes = sort_run_bytes
         # Imported here: pyspark is heavy, and only this engine needs it.
         from pyspark.sql import SparkSession  # noqa: PLC0415
 
@@ -207,14 +209,27 @@ class SparkEngine(_Closing):
         frame.createOrReplaceTempView(view)
 
     def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
+        # The rows stream from Spark unsorted and are sorted here, as DuckDB's are: Spark's ORDER BY
+        # first runs the whole query once more to sample the range of its keys (the reading and the
+        # parsing of every line twice), and the candidates are few next to the input.
+        rows = self._rows(sql)
+        if order:
+            columns: list[str] = next(rows)
+            key = nulls_last(tuple(columns.index(name) for name in order))
+            rows = sorted_rows(rows, key, self._run_bytes)
+        else:
+            next(rows)
+        yield from rows
+
+    def _rows(self, sql: str) -> Iterator[Any]:
+        """The result's column names, then its rows."""
         from py4j.protocol import Py4JJavaError  # noqa: PLC0415 - as above
         from pyspark.errors import PySparkException  # noqa: PLC0415 - as above
 
-        if order:
-            # The query's last SELECT (or UNION ALL) is sorted; Spark spills a large sort itself.
-            sql = f"{sql}ORDER BY {', '.join(order)}\n"
         try:
-            for row in self._spark.sql(sql).toLocalIterator(prefetchPartitions=True):
+            frame = self._spark.sql(sql)
+            yield frame.columns
+            for row in frame.toLocalIterator(prefetchPartitions=True):
                 yield tuple(row)
         except (Py4JJavaError, PySparkException) as error:
             raise _input_error(str(error)) from None
