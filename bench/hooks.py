@@ -414,6 +414,14 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of the memory run (e.g. 600)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="threads per worker of ichis serve")
+    parser.add_argument(
+        "--also-threads",
+        type=int,
+        action="append",
+        default=[],
+        help="after the main runs, start ichis serve again with this many threads per worker and "
+        "measure its no-card and card paths in the same run (repeatable)",
+    )
     parser.add_argument("--fhir", help="a running FHIR server (default: start HAPI)")
     parser.add_argument(
         "--service-root",
@@ -526,6 +534,28 @@ def main() -> int:
                     pid=pid,
                     rate=args.max_rate,
                 )
+        for threads in args.also_threads:
+            # The same scenarios against another thread count, for a like-for-like choice.
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            other = {
+                **ours,
+                "ICHIS_PORT": str(port),
+                "ICHIS_THREADS": str(threads),
+                "ICHIS_DATA_DIR": str(work / f"service-{threads}"),
+                "ICHIS_PUBLIC_BASE_URL": base,
+            }
+            with process(command, args.service_root, other, f"{base}/healthz", f"ours-{threads}", logs=work):
+                for name, (endpoint, kind) in scenarios.items():
+                    tokens = write_tokens(
+                        work / f"tokens-{kind}-{threads}.txt",
+                        key_pem,
+                        base + endpoint,
+                        per_run * (repeat + 2),
+                    )
+                    target = Target(base, endpoint, bodies[kind], work)
+                    label = f"{name} [{threads} threads]"
+                    results[label], single[label] = target.measure(seconds, repeat, tokens, per_run)
     finally:
         if hapi is not None:
             hapi.stop()
