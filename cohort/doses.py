@@ -13,7 +13,7 @@ from typing import Any
 
 from cohort import codes
 from cohort.definition import CohortDefinition
-from fhir_mappings.bundles import loads
+from cohort.sources import read_line
 from fhir_mappings.fhirtime import TimeFormatError, parse_when
 from fhir_mappings.medications import medication_codeables
 from fhir_mappings.resources import Resource, reference_of, text_of
@@ -86,10 +86,10 @@ def _confirm(
 ) -> tuple[FirstDose | None, str]:
     """The candidate as a checkpoint-inhibitor dose on or before the cut-off, if it is one; else
     why not (``NO_CHECKPOINT_INHIBITOR`` when it is no record of the drug at all)."""
-    resource = loads(candidate.line)
+    resource = read_line(candidate.line)
     if not isinstance(resource, dict) or not _is_record(resource):
         return None, NO_CHECKPOINT_INHIBITOR
-    medication = loads(candidate.medication_line) if candidate.medication_line else None
+    medication = read_line(candidate.medication_line) if candidate.medication_line else None
     hit = None
     for codeable in _medication_codeables(resource, medication):
         if hit := definition.drugs.match_codeable(codeable):

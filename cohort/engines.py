@@ -190,12 +190,14 @@ class SparkEngine(_Closing):
         # query on text that is not JSON or trails the object ("{...} x", "{...} {...}"), and the
         # array must hold exactly one object ("null", "{...}, {...}" do not). The lambda binds the
         # parse once. Blank means JSON whitespace only (space, tab, CR, LF), as on DuckDB
-        # (plan._nonblank).
+        # (plan._nonblank). Single quotes and NaN, which Spark's parser takes by default, are
+        # refused as DuckDB refuses single quotes (and the rows' strict reading refuses NaN).
         # The parser also stops after the array, so the line must end with the object's brace
         # ("{...}]" would read as one array and a stray bracket).
         one_object = (
             "transform(array(from_json(concat('[', value, ']'), 'ARRAY<STRUCT<resourceType: STRING>>', "
-            "map('mode', 'FAILFAST'))), a -> size(a) = 1 AND a[0] IS NOT NULL)[0] "
+            "map('mode', 'FAILFAST', 'allowSingleQuotes', 'false', 'allowNonNumericNumbers', 'false'))), "
+            "a -> size(a) = 1 AND a[0] IS NOT NULL)[0] "
             "AND substr(trim(BOTH ' \t\r\n' FROM value), -1) = '}'"
         )
         frame = self._spark.read.text([str(f) for f in files]).selectExpr(

@@ -18,8 +18,8 @@ from cohort.definition import CohortDefinition
 from cohort.doses import FirstDose
 from cohort.matching import has_code, is_synthetic, is_void, may_be_lab
 from cohort.outcomes import outcomes
+from cohort.sources import read_line
 from fhir_mappings.assessment import assess
-from fhir_mappings.bundles import loads
 from fhir_mappings.resources import Resource, current_versions
 from fhir_mappings.subjects import CallPatient
 from ichis.measurement import Measurement, plain
@@ -81,7 +81,7 @@ def _current_records(lines: Sequence[tuple[str, str]]) -> _Records:
     # The lines are read in a fixed order (engines hand them over in any order), so that reasons and
     # notes, which follow the order of the results, read the same from every engine and every run.
     # Spark keeps the spaces around a line, DuckDB strips them: sort on what both hand over.
-    resources = [loads(line) for _, line in sorted(lines, key=lambda item: (item[0], item[1].strip()))]
+    resources = [read_line(line) for _, line in sorted(lines, key=lambda item: (item[0], item[1].strip()))]
     resources = [r for r in resources if isinstance(r, Mapping)]
     # Only the current version of a resource sent more than once (as the card's path reads labs):
     # a progression or an ECOG later entered in error no longer counts.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -20,8 +21,30 @@ from typing import Any
 
 from cohort.errors import CohortError, CohortInputError
 from cohort.plan import RESOURCE_TYPES
+from fhir_mappings.bundles import JsonTextError, loads
 
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+
+_ID = re.compile(r'"resourceType"\s*:\s*"([A-Za-z]{1,64})".*?"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
+
+
+def read_line(line: str) -> Any:
+    """A line an engine handed over, read by the service's own parser (RFC 8259, exact decimals).
+
+    The engines' readers tolerate more than JSON (DuckDB: ``NaN``, ``Infinity``, trailing commas;
+    Spark: single quotes), and the rows are built from this second reading: such a line is an input
+    error in one line, named by its resource, never a traceback or a guessed value.
+    """
+    try:
+        return loads(line)
+    except (JsonTextError, RecursionError) as error:
+        found = _ID.search(line)
+        named = f"{found[1]}/{found[2]}" if found else "a resource without a readable id"
+        raise CohortInputError(
+            f"an input line ({named}) is not strict JSON (RFC 8259: no NaN, Infinity, trailing comma "
+            f"or single quotes): {error}"
+        ) from None
+
 
 #: UTF-8's byte-order mark. JSON text must not start with one, but parsers "MAY ignore" it
 #: (RFC 8259, section 8.1), and files saved by some Windows tools carry it.
