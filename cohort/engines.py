@@ -45,10 +45,30 @@ class Engine(Protocol):
 
 
 class _Closing:
-    """An engine that closes when the ``with`` block around it ends."""
+    """An engine that closes when the ``with`` block around it ends, and streams a query's rows
+    sorted in bounded memory (``cohort.sorting``) rather than by the engine's ORDER BY."""
+
+    _run_bytes: int = RUN_BYTES
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _rows(self, sql: str) -> Iterator[Any]:
+        """The result's column names, then its rows."""
+        raise NotImplementedError
+
+    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
+        # Unsorted from the engine, sorted here. DuckDB's ORDER BY held every candidate line in
+        # memory (0.3 GB per 12.5 million Observations, and growing) and under a memory limit failed
+        # now and then instead of spilling; Spark's first ran the whole query once more to sample
+        # the range of its keys (reading and parsing every line twice). The candidates are few
+        # next to the input.
+        rows = self._rows(sql)
+        columns: list[str] = list(next(rows))
+        if order:
+            key = nulls_last(tuple(columns.index(name) for name in order))
+            rows = sorted_rows(rows, key, self._run_bytes)
+        yield from rows
 
     def __enter__(self) -> Self:
         return self
@@ -122,25 +142,12 @@ class DuckDBEngine(_Closing):
         self._con.execute(f"CREATE OR REPLACE TEMP TABLE {view} AS SELECT * FROM {view}_arrow")  # noqa: S608
         self._con.unregister(f"{view}_arrow")
 
-    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
-        # The rows stream from DuckDB unsorted and are sorted here: DuckDB's ORDER BY held every
-        # candidate line in memory (0.3 GB per 12.5 million Observations, and growing), and under a
-        # memory limit it failed now and then instead of spilling.
-        rows = self._rows(sql)
-        if order:
-            columns = [column[0] for column in next(rows)]
-            key = nulls_last(tuple(columns.index(name) for name in order))
-            rows = sorted_rows(rows, key, self._run_bytes)
-        else:
-            next(rows)
-        yield from rows
-
     def _rows(self, sql: str) -> Iterator[Any]:
-        """The result's description (a tuple per column, the name first), then its rows."""
+        """The result's column names, then its rows."""
         # One query at a time on the connection: temporary views belong to it.
         try:
             result = self._con.execute(sql)
-            yield result.description or ()
+            yield [column[0] for column in result.description or ()]
             while batch := result.fetchmany(_BATCH):
                 yield from batch
         except duckdb.Error as error:
@@ -209,19 +216,6 @@ class SparkEngine(_Closing):
     def table(self, view: str, rows: Sequence[tuple[str, date]]) -> None:
         frame = self._spark.createDataFrame(list(rows), schema="patient STRING, dose_date DATE")
         frame.createOrReplaceTempView(view)
-
-    def stream(self, sql: str, order: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
-        # The rows stream from Spark unsorted and are sorted here, as DuckDB's are: Spark's ORDER BY
-        # first runs the whole query once more to sample the range of its keys (the reading and the
-        # parsing of every line twice), and the candidates are few next to the input.
-        rows = self._rows(sql)
-        if order:
-            columns: list[str] = next(rows)
-            key = nulls_last(tuple(columns.index(name) for name in order))
-            rows = sorted_rows(rows, key, self._run_bytes)
-        else:
-            next(rows)
-        yield from rows
 
     def _rows(self, sql: str) -> Iterator[Any]:
         """The result's column names, then its rows."""

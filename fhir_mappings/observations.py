@@ -122,19 +122,8 @@ def _codings(codeable: Any) -> Iterator[tuple[str | None, str | None]]:
 
 def match_concept(codeable: Any, config: MappingConfig) -> tuple[Concept, CodeEntry] | None:
     """The best-ranked concept any coding of a CodeableConcept maps to."""
-    # Read here rather than through ``codings``: every entry's code passes this way.
-    if not isinstance(codeable, dict):
-        return None
-    raw = codeable.get("coding")
-    if not isinstance(raw, list):
-        return None
     best: tuple[Concept, CodeEntry] | None = None
-    for coding in raw:
-        if not isinstance(coding, dict):
-            continue
-        system, code = coding.get("system"), coding.get("code")
-        if not isinstance(system, str) or not isinstance(code, str):
-            continue
+    for system, code, _ in codings(codeable):  # every entry's code passes here: one generator, not two
         hit = config.lookup(system, code)
         if hit and (best is None or hit[1].rank < best[1].rank):
             best = hit
