@@ -11,6 +11,11 @@ Everything is started here, on this machine, and driven over loopback by ``wrk``
   Patient, as the issue's baseline;
 - **bare Flask**: a Flask app under gunicorn (2 sync workers) that parses the body and returns a
   fixed card: what the web stack costs before any work;
+- **the floors** (``bench/floor_app.py``): the least any service does on our paths, under gunicorn
+  with the worker model of ``ichis serve``: verifying the ES384 JWT; then also recording its
+  ``jti`` and one audit row in one durable SQLite transaction; then also a card from the
+  prefetch with exact decimals (and, without a prefetch, the same searches on HAPI). They say
+  which goals the hardware and the protocol allow, and how far ours is from each;
 - **ours**: ``ichis serve`` with ES384 client authentication on (every request carries its own
   JWT with a fresh ``jti``, signed before the clock starts) and every call written to the audit
   spool (delivery left to a repository elsewhere: HAPI's indexing would compete for the cores).
@@ -25,8 +30,8 @@ at a time, the no-card path and a card whose prefetch has what hospital feeds se
 results (a unit nobody knows, a preliminary result, another patient's, one without a collection
 time), and prints the service's resident memory after each minute.
 
-Prints the machine's core count, every raw figure, and the ratios to the reference. Run on
-purpose, not by the test suite.
+Prints the machine's core count, every raw figure, the ratios to the reference, and each of our
+paths as a share of its floor. Run on purpose, not by the test suite.
 """
 
 from __future__ import annotations
@@ -484,6 +489,19 @@ def main() -> int:
         with process(command, work, env, flask_url, "flask", logs=work):
             target = Target(flask_url, "/cds-services/x", bodies["prefetch"], work)
             results["bare Flask"], single["bare Flask"] = target.measure(seconds, repeat)
+        per_run = int(args.max_rate * seconds)
+        templates = prefetch_templates(load_mapping_config(), 100)
+        queries = [t.replace("{{context.patientId}}", "ichis-bench") for t in templates.values()]
+        public_pem = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+        floor_fetch = measure_floors(
+            results, single, work=work, env=env, bodies=bodies, key_pem=key_pem, public_pem=public_pem,
+            seconds=seconds, repeat=repeat, per_run=per_run, workers=args.workers, threads=args.threads,
+            fhir=fhir, queries=queries,
+        )  # fmt: skip
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         ours = {
@@ -498,7 +516,6 @@ def main() -> int:
             "ours, no card (order-sign, non-ICI)": ("/cds-services/ichis-prognosis-sign", "no-card"),
             "ours, card, full prefetch": ("/cds-services/ichis-prognosis", "prefetch"),
         }
-        per_run = int(args.max_rate * seconds)
         print("Signing tokens...")
         token_files = {
             name: write_tokens(work / f"tokens-{kind}.txt", key_pem, base + endpoint, per_run * (repeat + 2))
@@ -506,8 +523,6 @@ def main() -> int:
         }
         select = "/cds-services/ichis-prognosis"
         fetch_tokens = write_tokens(work / "tokens-fetch.txt", key_pem, base + select, int(seconds * 200))
-        templates = prefetch_templates(load_mapping_config(), 100)
-        queries = [t.replace("{{context.patientId}}", "ichis-bench") for t in templates.values()]
         command = [sys.executable, "-m", "ichis_cli", "serve"]
         with process(command, args.service_root, ours, f"{base}/healthz", "ours", logs=work) as pid:
             for name, (endpoint, kind) in scenarios.items():
@@ -559,8 +574,65 @@ def main() -> int:
     finally:
         if hapi is not None:
             hapi.stop()
-    report(results, single, (hapi_before, hapi_after), soak, args)
+    report(results, single, (hapi_before, hapi_after), floor_fetch, soak, args=args)
     return 0
+
+
+#: The floor's levels (bench/floor_app.py), each adding to the one before: name -> (FLOOR, path, body).
+FLOORS = {
+    "floor: Flask + ES384, no card": ("es384", "/cds-services/ichis-prognosis-sign", "no-card"),
+    "floor: + jti and audit row, no card": ("audited", "/cds-services/ichis-prognosis-sign", "no-card"),
+    "floor: + card, full prefetch": ("card", "/cds-services/ichis-prognosis", "prefetch"),
+}
+
+
+def measure_floors(
+    results: dict[str, list[Run]],
+    single: dict[str, Run],
+    *,
+    work: Path,
+    env: dict[str, str],
+    bodies: dict[str, Path],
+    key_pem: str,
+    public_pem: str,
+    seconds: float,
+    repeat: int,
+    per_run: int,
+    workers: int,
+    threads: int,
+    fhir: str,
+    queries: list[str],
+) -> tuple[Run, tuple[float, float], tuple[float, float]]:
+    """The floor app at each level, under gunicorn with the worker model of ``ichis serve``; at
+    the card level, also without a prefetch against HAPI, timed like ours. Returns that run and
+    HAPI's own time before and after it."""
+    print("Signing tokens for the floors...")
+    tokens = write_tokens(work / "tokens-floor.txt", key_pem, "floor", per_run * (repeat + 2))
+    fetch_tokens = write_tokens(work / "tokens-floor-fetch.txt", key_pem, "floor", int(seconds * 400))
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    templates = json.dumps(list(prefetch_templates(load_mapping_config(), 100).values()))
+    fetched: tuple[Run, tuple[float, float], tuple[float, float]] | None = None
+    for name, (level, path, kind) in FLOORS.items():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [gunicorn, "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+                   "--keep-alive", "5", "-b", f"127.0.0.1:{port}", "floor_app:app"]  # fmt: skip
+        floor_env = {**env, "FLOOR": level, "FLOOR_PUBLIC_KEY": public_pem, "FLOOR_QUERIES": templates,
+                     "FLOOR_DB": str(work / f"floor-{level}.sqlite3")}  # fmt: skip
+        # Each level keeps its own jti table: the same tokens serve every level, once each.
+        own = work / f"tokens-floor-{level}.txt"
+        shutil.copy(tokens, own)
+        with process(command, ROOT / "bench", floor_env, url, f"floor-{level}", logs=work):
+            results[name], single[name] = Target(url, path, bodies[kind], work).measure(
+                seconds, repeat, own, per_run
+            )
+            if level == "card":
+                hapi_time(fhir, queries, rounds=300)
+                before = hapi_time(fhir, queries)
+                run = Target(url, path, bodies["fetch"], work).run(seconds, clients=1, tokens=fetch_tokens)
+                fetched = (run, before, hapi_time(fhir, queries))
+    assert fetched is not None  # noqa: S101 - the card level is in FLOORS
+    return fetched
 
 
 def _rest(tokens: Path, skip: int) -> Path:
@@ -600,7 +672,9 @@ def report(
     results: dict[str, list[Run]],
     single: dict[str, Run],
     hapi: tuple[tuple[float, float], tuple[float, float]],
+    floor_fetch: tuple[Run, tuple[float, float], tuple[float, float]],
     soak: tuple[int, int, float, int] | None,
+    *,
     args: argparse.Namespace,
 ) -> None:
     reference = results["reference"]
@@ -622,9 +696,28 @@ def report(
     for when, (p50, p99) in zip(("before", "after"), hapi, strict=True):
         name = f"HAPI alone, same queries in parallel, {when}"
         print(f"{name:42} {'':>14} {'':>12} {p50:>11.2f} {p99:>11.2f}")
+    floor_run, *floor_hapi = floor_fetch
+    print(f"{'floor: card, no prefetch (HAPI), 1 conn.':42} {'':>14} {'':>12} "
+          f"{floor_run.p50_ms or 0:>11.2f} {floor_run.p99_ms or 0:>11.2f} {floor_run.errors}")  # fmt: skip
+    for when, (p50, p99) in zip(("before", "after"), floor_hapi, strict=True):
+        name = f"HAPI alone, same queries, {when} the floor"
+        print(f"{name:42} {'':>14} {'':>12} {p50:>11.2f} {p99:>11.2f}")
     hapi_p50 = statistics.mean(p50 for p50, _ in hapi)
+    floor_hapi_p50 = statistics.mean(p50 for p50, _ in floor_hapi)
     print(f"\nno-prefetch card path minus HAPI's own time at p50 (mean of before and after): "
-          f"{(fetched.p50_ms or 0) - hapi_p50:.2f} ms")  # fmt: skip
+          f"ours {(fetched.p50_ms or 0) - hapi_p50:.2f} ms, "
+          f"floor {(floor_run.p50_ms or 0) - floor_hapi_p50:.2f} ms")  # fmt: skip
+    pairs = (
+        ("ours, no card (order-sign, non-ICI)", "floor: + jti and audit row, no card"),
+        ("ours, card, full prefetch", "floor: + card, full prefetch"),
+    )
+    for ours_name, floor_name in pairs:
+        if ours_name in results and floor_name in results:
+            ours_rate = statistics.mean(r.rate for r in results[ours_name])
+            floor_rate = statistics.mean(r.rate for r in results[floor_name])
+            print(
+                f"{ours_name}: {ours_rate / floor_rate:.2f}x of its floor ({floor_name}), means of the runs"
+            )
     if soak:
         start, end, rate, errors = soak
         print(f"soak: RSS {start / 1024:.0f} MiB at the start, {end / 1024:.0f} MiB at the end "
