@@ -60,6 +60,7 @@ _DB = os.environ.get("FLOOR_DB", "floor.sqlite3")
 _CODES = {"751-8": "neutrophils", "26499-4": "neutrophils", "51584-1": "ig", "53115-2": "ig"}
 _FACTORS = {"10*3/uL": Decimal(1000), "/uL": Decimal(1), "10*9/L": Decimal(1000)}
 _CUTS = {"neutrophils": Decimal(9000), "ig": Decimal(80)}
+_USABLE = ("final", "amended", "corrected")
 #: The searches ``ichis serve`` makes without a prefetch (its templates, passed by the benchmark),
 #: so that both ask HAPI for the same work.
 _QUERIES: list[str] = json.loads(os.environ.get("FLOOR_QUERIES", "[]"))
@@ -108,11 +109,7 @@ def _latest(resources: list[dict[str, Any]], patient: str) -> dict[str, tuple[st
     """Per count, (Observation id, collection time, value in /uL) of the latest usable result."""
     latest: dict[str, tuple[str, datetime, Decimal]] = {}
     for obs in resources:
-        if obs.get("resourceType") != "Observation" or obs.get("status") not in (
-            "final",
-            "amended",
-            "corrected",
-        ):
+        if obs.get("resourceType") != "Observation" or obs.get("status") not in _USABLE:
             continue
         if obs.get("subject", {}).get("reference") != patient:
             continue
