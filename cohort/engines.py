@@ -144,14 +144,22 @@ class DuckDBEngine(_Closing):
 
     def _rows(self, sql: str) -> Iterator[Any]:
         """The result's column names, then its rows."""
-        # One query at a time on the connection: temporary views belong to it.
-        try:
-            result = self._con.execute(sql)
-            yield [column[0] for column in result.description or ()]
-            while batch := result.fetchmany(_BATCH):
-                yield from batch
-        except duckdb.Error as error:
-            raise _input_error(str(error)) from None
+        # The query writes its result to a Parquet file, which is then read back in batches. Fetched
+        # straight from the query, the rows came from a streaming result, which ran the query on
+        # little more than the fetching thread: the candidate Observations of a 2.5 M-Observation
+        # export took 9.2 s at 1.2 cores busy, 6.4 s written this way (both cores; the file is 6 MB).
+        # Insertion order is kept, so rows come in the input's order and the table is the same on
+        # every run. One query at a time on the connection: temporary views belong to it.
+        with tempfile.TemporaryDirectory(prefix="ichis-duckdb-result-") as folder:
+            path = DUCKDB.literal(str(Path(folder) / "result.parquet"))
+            try:
+                self._con.execute(f"COPY ({sql}) TO {path} (FORMAT parquet, ROW_GROUP_SIZE 8192)")
+                result = self._con.execute(f"SELECT * FROM read_parquet({path})")  # noqa: S608 - our path
+                yield [column[0] for column in result.description or ()]
+                while batch := result.fetchmany(_BATCH):
+                    yield from batch
+            except duckdb.Error as error:
+                raise _input_error(str(error)) from None
 
     def close(self) -> None:
         self._con.close()
