@@ -12,9 +12,13 @@ For each scale and run, each in a fresh process, it times:
 - the reference: DuckDB's own structured scan of the Observations (``read_json`` with the columns the
   extraction needs as typed structs, one aggregate), the speed the goal is set against;
 - the real command per engine, wall time from process start to the written Parquet and CSV;
-and prints Observations per second, the ratio of each engine to the reference (and Spark to DuckDB),
-the peak resident memory of the whole process tree (Python, its workers and, for Spark, the JVM),
-sampled from /proc every 50 ms, and whether the engines wrote identical tables.
+- when Spark runs, Spark's own structured scan of the same files on the same master (``local[2]``),
+  session start included: what Spark itself needs to read them, the floor of its engine;
+and prints Observations per second, the ratio of each engine to the reference (and Spark to DuckDB
+and to its own scan), the CPU seconds and peak resident memory of the whole process tree (Python,
+its workers and, for Spark, the JVM), sampled from /proc every 50 ms, and whether the engines wrote
+identical tables. CPU seconds over the cores bound the wall time from below: an engine that keeps
+every core busy gets faster only by doing less work.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -54,6 +59,26 @@ print(duckdb.sql(
 ).fetchall())
 """
 
+#: Spark's own scan of the same files with the same columns, on the master the engine uses.
+SPARK_SCAN = """
+import sys
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master("local[2]").appName("ichis-bench-scan")
+         .config("spark.ui.enabled", "false").config("spark.driver.memory", "2g")
+         .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+schema = (
+    "subject STRUCT<reference: STRING>, code STRUCT<coding: ARRAY<STRUCT<system: STRING, code: STRING>>>, "
+    "effectiveDateTime STRING, status STRING, "
+    "valueQuantity STRUCT<value: DOUBLE, unit: STRING, system: STRING, code: STRING>"
+)
+spark.read.schema(schema).json(sys.argv[1]).createOrReplaceTempView("observations")
+print(spark.sql(
+    "SELECT count(*), count(DISTINCT subject.reference), sum(size(code.coding)) FROM observations"
+).collect())
+spark.stop()
+"""
+
 
 def _rss_kib(pid: int) -> int:
     try:
@@ -63,6 +88,16 @@ def _rss_kib(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User and system CPU time of one process so far, in clock ticks (its own, not its children's)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of proc(5)
 
 
 def _tree(pid: int) -> list[int]:
@@ -79,17 +114,30 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def run(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS of the process tree in KiB, and standard output of one command."""
+@dataclass
+class Measured:
+    seconds: float
+    #: Peak resident memory of the process tree, KiB.
+    peak: int
+    #: CPU seconds of the process tree (each process's last sample: up to 50 ms of each may be missed).
+    cpu: float
+
+
+def run(command: list[str]) -> tuple[Measured, str]:
+    """Wall seconds, peak RSS and CPU of the process tree, and standard output of one command."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
     peak = 0
+    ticks: dict[int, int] = {}
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, sum(_rss_kib(p) for p in _tree(process.pid)))
+            tree = _tree(process.pid)
+            peak = max(peak, sum(_rss_kib(p) for p in tree))
+            for pid in tree:
+                ticks[pid] = max(ticks.get(pid, 0), _cpu_ticks(pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -100,7 +148,8 @@ def run(command: list[str]) -> tuple[float, int, str]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {err.strip()[-500:]}")
-    return seconds, peak, out
+    cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")
+    return Measured(seconds, peak, cpu), out
 
 
 def _count(folder: Path) -> dict[str, int]:
@@ -140,12 +189,12 @@ def scaled(base: Path, scale: int) -> Path:
     return folder
 
 
-def _extract(data: Path, engine: str) -> tuple[float, int, Path]:
+def _extract(data: Path, engine: str) -> tuple[Measured, Path]:
     out = Path(tempfile.mkdtemp(prefix=f"ichis-bench-{engine}-"))
     command = [sys.executable, "-m", "ichis_cli", "cohort", "extract", str(data)]
     command += ["--cutoff", CUTOFF.isoformat(), "--out", str(out), "--engine", engine]
-    seconds, peak, _ = run(command)
-    return seconds, peak, out
+    measured, _ = run(command)
+    return measured, out
 
 
 def main() -> None:
@@ -168,26 +217,38 @@ def main() -> None:
     )
     engines = args.engines.split(",")
     spark_scales = {int(s) for s in args.spark_scales.split(",")}
-    header = "| scale | run | what | Observations | seconds | Observations/s | vs scan | peak RSS (MiB) |"
-    lines = _Printed([header, "|---|---|---|---|---|---|---|---|"])
+    cores = len(os.sched_getaffinity(0))
+    header = (
+        "| scale | run | what | Observations | seconds | Observations/s | vs scan | peak RSS (MiB) "
+        f"| CPU s | cores busy (of {cores}) |"
+    )
+    lines = _Printed([header, "|---|---|---|---|---|---|---|---|---|---|"])
     notes = _Printed()
     for scale in (int(s) for s in args.scales.split(",")):
         data = scaled(args.data, scale)
         observations = base.get("Observation", 0) * scale
         pattern = str(data / "Observation.*.ndjson")
         for number in range(1, args.runs + 1):
-            scan, scan_peak, _ = run([sys.executable, "-c", SCAN, pattern])
+            scan, _ = run([sys.executable, "-c", SCAN, pattern])
             what = "DuckDB read_json scan"
-            lines.append(_line(scale, number, what, observations, scan, scan=scan, peak=scan_peak))
+            lines.append(_line(scale, number, what, observations, scan, scan=scan.seconds))
             tables: dict[str, Path] = {}
             times: dict[str, float] = {}
+            spark_scan: Measured | None = None
             for engine in engines:
                 if engine == "spark" and scale not in spark_scales:
                     continue
-                seconds, peak, out = _extract(data, engine)
-                times[engine], tables[engine] = seconds, out
+                if engine == "spark":
+                    spark_scan, _ = run([sys.executable, "-c", SPARK_SCAN, pattern])
+                    what = "Spark read.json scan, local[2], session included"
+                    lines.append(_line(scale, number, what, observations, spark_scan, scan=scan.seconds))
+                measured, out = _extract(data, engine)
+                times[engine], tables[engine] = measured.seconds, out
                 what = f"cohort extract --engine {engine}"
-                lines.append(_line(scale, number, what, observations, seconds, scan=scan, peak=peak))
+                lines.append(_line(scale, number, what, observations, measured, scan=scan.seconds))
+            if "spark" in times and spark_scan is not None:
+                ratio = spark_scan.seconds / times["spark"]
+                notes.append(f"scale {scale} run {number}: Spark's engine at {ratio:.2f}x Spark's own scan")
             if "duckdb" in times and "spark" in times:
                 duck, spark = (tables[e] / "cohort.csv" for e in ("duckdb", "spark"))
                 same = filecmp.cmp(duck, spark, shallow=False)
@@ -213,10 +274,12 @@ class _Printed(list[str]):
         sys.stdout.flush()
 
 
-def _line(scale: int, run_: int, what: str, n: int, seconds: float, *, scan: float, peak: int) -> str:
+def _line(scale: int, run_: int, what: str, n: int, measured: Measured, *, scan: float) -> str:
+    seconds = measured.seconds
     return (
         f"| {scale}x | {run_} | {what} | {n:,} | {seconds:.1f} | {n / seconds:,.0f} | "
-        f"{scan / seconds:.2f} | {peak / 1024:,.0f} |"
+        f"{scan / seconds:.2f} | {measured.peak / 1024:,.0f} | {measured.cpu:.1f} | "
+        f"{measured.cpu / seconds:.2f} |"
     )
 
 
