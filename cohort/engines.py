@@ -194,6 +194,8 @@ class SparkEngine(_Closing):
             .getOrCreate()
         )
         self._spark.sparkContext.setLogLevel("ERROR")
+        # In local mode the tasks run in this machine's JVM and write where Python can read.
+        self._local = master.startswith("local")
 
     def lines(self, view: str, files: Sequence[Path]) -> None:
         if not files:
@@ -213,10 +215,14 @@ class SparkEngine(_Closing):
             "transform(array(from_json(concat('[', value, ']'), 'ARRAY<STRUCT<resourceType: STRING>>', "
             "map('mode', 'FAILFAST', 'allowSingleQuotes', 'false', 'allowNonNumericNumbers', 'false'))), "
             "a -> size(a) = 1 AND a[0] IS NOT NULL)[0] "
-            "AND substr(trim(BOTH ' \t\r\n' FROM value), -1) = '}'"
+            "AND (endswith(value, '}') OR substr(trim(BOTH ' \t\r\n' FROM value), -1) = '}')"
         )
+        # Written in this order, the blank test (which copies every line it reads) runs only on
+        # the few lines that are not one object, and the trim only on an object followed by spaces:
+        # before, both ran on every line, and checking the Observations of a 2.5 M-line export took
+        # 56-59 s on local[2] instead of 12-16 s (the text alone: 2-6 s).
         frame = self._spark.read.text([str(f) for f in files]).selectExpr(
-            f"CASE WHEN translate(value, ' \t\r\n', '') = '' OR {one_object} THEN value "
+            f"CASE WHEN {one_object} OR translate(value, ' \t\r\n', '') = '' THEN value "
             f"ELSE raise_error({SPARK.literal(NOT_AN_OBJECT)}) END AS line"
         )
         frame.createOrReplaceTempView(view)
@@ -233,13 +239,32 @@ class SparkEngine(_Closing):
         try:
             frame = self._spark.sql(sql)
             yield frame.columns
-            for row in frame.toLocalIterator(prefetchPartitions=True):
-                yield tuple(row)
+            if not self._local:
+                for row in frame.toLocalIterator(prefetchPartitions=True):
+                    yield tuple(row)
+                return
+            # toLocalIterator runs one job per partition, one after the other, so one core of
+            # local[2] worked while the other waited (the orders, and every join after the
+            # Observations' scan). Written to Parquet, all partitions run at once; Python reads the
+            # result back a batch at a time. (A cluster's tasks write where this process may not
+            # read, so there the rows still come through the driver.)
+            with tempfile.TemporaryDirectory(prefix="ichis-spark-result-") as folder:
+                frame.write.parquet(str(Path(folder) / "result"))
+                yield from _parquet_rows(Path(folder) / "result")
         except (Py4JJavaError, PySparkException) as error:
             raise _input_error(str(error)) from None
 
     def close(self) -> None:
         self._spark.stop()
+
+
+def _parquet_rows(folder: Path) -> Iterator[tuple[Any, ...]]:
+    """The rows of a Parquet folder Spark wrote, part by part in partition order, a batch at a time."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only the Spark engine needs it
+
+    for part in sorted(folder.glob("part-*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=_BATCH):
+            yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
 
 #: The error both engines raise for a line that holds JSON but no object.

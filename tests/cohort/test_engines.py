@@ -336,6 +336,22 @@ def test_windows_line_ends_and_blank_lines_are_read_alike_by_both_engines(
     assert table(spark, tmp_path, definition) == rows
 
 
+def test_an_object_with_spaces_around_it_on_its_line_is_read_alike_by_both_engines(
+    tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
+) -> None:
+    """JSON whitespace before or after the object is no second value: Spark's line check takes
+    the object by its closing brace, and only then looks past trailing spaces and tabs."""
+    dose, neutrophils, ig = scored_patient()
+    (tmp_path / "MedicationAdministration.ndjson").write_text(f"  {json.dumps(dose)}\t \n", encoding="utf-8")
+    (tmp_path / "Observation.ndjson").write_text(
+        f"{json.dumps(neutrophils, default=float)}   \n\t{json.dumps(ig, default=float)}\n", encoding="utf-8"
+    )
+    with DuckDBEngine() as engine:
+        rows = table(engine, tmp_path, definition)
+    assert [(r["neutrophils_per_uL"], r["ig_per_uL"], r["ichis"]) for r in rows] == [("9500", "90", 2)]
+    assert table(spark, tmp_path, definition) == rows
+
+
 def test_a_file_that_starts_with_a_byte_order_mark_is_read_without_it_by_both_engines(
     tmp_path: Path, definition: CohortDefinition, spark: SparkEngine
 ) -> None:
