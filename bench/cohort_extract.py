@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cohort.synth import SynthOptions, write_cohort  # noqa: E402 - after the path is set
+from cohort.scoring import cores  # noqa: E402 - after the path is set
+from cohort.synth import SynthOptions, write_cohort  # noqa: E402 - as above
 
 CUTOFF = date(2023, 8, 31)
 
@@ -212,15 +213,14 @@ def main() -> None:
     sys.stdout.write(
         f"data: {args.data} (SYNTHETIC; {base.get('Observation', 0):,} Observations, "
         f"{base.get('Patient', 0):,} patients, {sum(base.values()):,} resources; "
-        f"ready in {time.perf_counter() - started:.0f} s); cores: {os.cpu_count()}; "
+        f"ready in {time.perf_counter() - started:.0f} s); cores: {cores()}; "
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
     engines = args.engines.split(",")
     spark_scales = {int(s) for s in args.spark_scales.split(",")}
-    cores = len(os.sched_getaffinity(0))
     header = (
         "| scale | run | what | Observations | seconds | Observations/s | vs scan | peak RSS (MiB) "
-        f"| CPU s | cores busy (of {cores}) |"
+        f"| CPU s | cores busy (of {cores()}) |"
     )
     lines = _Printed([header, "|---|---|---|---|---|---|---|---|---|---|"])
     notes = _Printed()

@@ -16,12 +16,13 @@ from typing import Any, Protocol, Self
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cohort.errors import CohortError, CohortInputError, CohortUsageError
 from cohort.plan import DUCKDB, SPARK, Dialect
 from cohort.sorting import RUN_BYTES, nulls_last, sorted_rows
 
-#: Rows fetched from DuckDB per round trip while streaming.
+#: Rows read from an engine's result file at a time.
 _BATCH = 4096
 
 
@@ -151,15 +152,15 @@ class DuckDBEngine(_Closing):
         # Insertion order is kept, so rows come in the input's order and the table is the same on
         # every run. One query at a time on the connection: temporary views belong to it.
         with tempfile.TemporaryDirectory(prefix="ichis-duckdb-result-") as folder:
-            path = DUCKDB.literal(str(Path(folder) / "result.parquet"))
+            path = Path(folder) / "result.parquet"
             try:
-                self._con.execute(f"COPY ({sql}) TO {path} (FORMAT parquet, ROW_GROUP_SIZE 8192)")
-                result = self._con.execute(f"SELECT * FROM read_parquet({path})")  # noqa: S608 - our path
-                yield [column[0] for column in result.description or ()]
-                while batch := result.fetchmany(_BATCH):
-                    yield from batch
+                self._con.execute(
+                    f"COPY ({sql}) TO {DUCKDB.literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE 8192)"
+                )
             except duckdb.Error as error:
                 raise _input_error(str(error)) from None
+            yield pq.ParquetFile(path).schema_arrow.names
+            yield from _parquet_rows([path])
 
     def close(self) -> None:
         self._con.close()
@@ -250,7 +251,8 @@ class SparkEngine(_Closing):
             # read, so there the rows still come through the driver.)
             with tempfile.TemporaryDirectory(prefix="ichis-spark-result-") as folder:
                 frame.write.parquet(str(Path(folder) / "result"))
-                yield from _parquet_rows(Path(folder) / "result")
+                # Part files are named by partition number, so their order is the partitions'.
+                yield from _parquet_rows(sorted((Path(folder) / "result").glob("part-*.parquet")))
         except (Py4JJavaError, PySparkException) as error:
             raise _input_error(str(error)) from None
 
@@ -258,12 +260,10 @@ class SparkEngine(_Closing):
         self._spark.stop()
 
 
-def _parquet_rows(folder: Path) -> Iterator[tuple[Any, ...]]:
-    """The rows of a Parquet folder Spark wrote, part by part in partition order, a batch at a time."""
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only the Spark engine needs it
-
-    for part in sorted(folder.glob("part-*.parquet")):
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=_BATCH):
+def _parquet_rows(files: Sequence[Path]) -> Iterator[tuple[Any, ...]]:
+    """The rows of an engine's result files, file by file, a batch at a time."""
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH):
             yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
 
